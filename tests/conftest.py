@@ -1,0 +1,97 @@
+"""Shared fixtures: a small generated corpus and SentencePiece models trained on it."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+_WORDS = """
+the of and to in is was for on that with as by at from his her they this have are not but had which
+one were all their when there been has would more will who out some can about into them time only
+other new could these two may first then any like than its now over such our man me even most made
+after also did many before must through back years where much your way well down should because each
+just those people how too little state good very make world still own see men work long get here
+between both life being under never day same another know while last might us great old year off come
+since against go came right used take three states himself few house use during without again place
+around however home small found thought went say part once general high upon school every does got
+united left number course war until always away something fact though water less public put think
+almost hand enough far took head yet government system better set told nothing night end why called
+find look asked later knew point next program city business give group toward young days let room
+president side social given present several order national possible rather second face per among form
+important often things early white case become large big need four within felt along children saw
+best church ever least power development light thing seemed family interest want members mind country
+area others done turned although open service certain kind problem began different door thus help
+sense means whole matter perhaps itself times law human line above name example action company hands
+local show whether five history gave today either act feet across taken past quite anything seen
+having death experience body word half really week field car words already themselves information
+tell together college shall money period held keep sure probably free seems political real behind
+cannot miss question air office making brought whose special heard major problems ago became federal
+moment study available known result street economic boy position reason change south board job
+society areas west close turn love community true court force full seem policy wife future age voice
+center woman control common necessary following front sometimes six girl clear further land run
+students provide feel party able mother music education university child effect level stood military
+town short morning total outside rate figure class art century north usually plan leave therefore
+evidence million sound black strong hard various says believe type value play surface soon mean near
+table lines modern road tax personal process situation alone gone idea increase nor private thinking
+""".split()
+_SUFFIXES = ["", "", "", "", "s", "ing", "ed", "ly", "ness", "tion", "er", "able"]
+_EXTRAS = [
+    "café", "naïve", "résumé", "Zürich", "São Paulo", "Ångström", "jalapeño", "façade", "Ünïcödé",
+    "東京", "北京大学", "日本語のテキスト", "한국어", "Привет мир", "Ελληνικά", "ΟΔΟΣ",
+    "3.14", "42", "2,5", "$1,234.56", "``quoted''", '"double"', "'single'", "😀", "👍🏽", "🎉",
+    "it's", "don't", "U.S.A.", "e-mail", "(parens)", "[brackets]", "ﬁne", "Ｆｕｌｌ", "½",
+]
+
+
+def make_corpus(n_lines: int = 700, seed: int = 0) -> list[str]:
+    """Varied English-like lines with accents, CJK, emoji, quotes and comma-grouped numbers."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_lines):
+        words = [rng.choice(_WORDS) + rng.choice(_SUFFIXES) for _ in range(rng.randint(4, 14))]
+        for _ in range(rng.randint(0, 2)):
+            words.insert(rng.randint(0, len(words)), rng.choice(_EXTRAS))
+        if rng.random() < 0.35:
+            number = rng.choice([rng.randint(1, 99), rng.randint(1_000, 99_999), rng.randint(10**6, 10**8)])
+            words.insert(rng.randint(0, len(words)), f"{number:,}")
+        if rng.random() < 0.25:
+            listing = f"{rng.randint(1, 20)}, {rng.randint(1, 20)}, {rng.randint(1900, 2030)},"
+            words.insert(rng.randint(0, len(words)), listing)
+        line = " ".join(words)
+        line = line.capitalize() if rng.random() < 0.5 else line
+        lines.append(line + rng.choice([".", "!", "?", ",", ""]))
+    return lines
+
+
+@pytest.fixture(scope="session")
+def corpus_lines() -> list[str]:
+    return make_corpus()
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory, corpus_lines: list[str]) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(corpus_lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def spm_dir(tmp_path_factory: pytest.TempPathFactory, corpus_lines: list[str]) -> Path:
+    """A directory holding a lower-cased ALBERT-style ``spiece.model`` (vocab 800)."""
+    from spacy_albert.tokenization.training import train_sentencepiece
+
+    directory = tmp_path_factory.mktemp("spm_uncased")
+    train_sentencepiece(corpus_lines, directory, vocab_size=800, do_lower_case=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def spm_dir_cased(tmp_path_factory: pytest.TempPathFactory, corpus_lines: list[str]) -> Path:
+    """A cased, accent-keeping variant of `spm_dir` (vocab 900)."""
+    from spacy_albert.tokenization.training import train_sentencepiece
+
+    directory = tmp_path_factory.mktemp("spm_cased")
+    train_sentencepiece(corpus_lines, directory, vocab_size=900, do_lower_case=False, keep_accents=True)
+    return directory

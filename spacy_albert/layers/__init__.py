@@ -1,0 +1,17 @@
+"""thinc layers: the ALBERT encoder over Docs, token pooling and listeners."""
+
+from .data import AlbertDocData
+from .listener import AlbertListener, albert_listener, albert_tok2vec
+from .pooling import pool_pieces
+from .transformer import build_albert_transformer, get_torch_encoder, load_checkpoint
+
+__all__ = [
+    "AlbertDocData",
+    "AlbertListener",
+    "albert_listener",
+    "albert_tok2vec",
+    "build_albert_transformer",
+    "get_torch_encoder",
+    "load_checkpoint",
+    "pool_pieces",
+]

@@ -1,0 +1,66 @@
+"""What the ALBERT encoder layer hands to listeners and stores on each Doc."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import srsly
+from thinc.api import get_array_module
+
+from ..tokenization.alignment import Alignment
+
+
+@dataclass
+class AlbertDocData:
+    """ALBERT's output for one doc.
+
+    `hidden` is [n_layers, n_pieces, hidden_size]: the last `n_layers` hidden states of every
+    piece (overlapping windows averaged), `piece_ids` the SentencePiece ids, and `alignment`
+    maps each spaCy token to the pieces overlapping it.
+    """
+
+    piece_ids: np.ndarray
+    hidden: Any  # numpy or cupy array [n_layers, n_pieces, width]
+    alignment: Alignment
+
+    @property
+    def width(self) -> int:
+        return int(self.hidden.shape[-1])
+
+    @property
+    def n_pieces(self) -> int:
+        return int(self.hidden.shape[1])
+
+    def to_numpy(self) -> "AlbertDocData":
+        xp = get_array_module(self.hidden)
+        hidden = self.hidden if xp is np else self.hidden.get()
+        return AlbertDocData(self.piece_ids, np.asarray(hidden, dtype="float32"), self.alignment)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.to_numpy()
+        return {
+            "piece_ids": data.piece_ids,
+            "hidden": data.hidden,
+            "lengths": data.alignment.lengths,
+            "indices": data.alignment.indices,
+        }
+
+    @classmethod
+    def from_dict(cls, msg: dict[str, Any]) -> "AlbertDocData":
+        return cls(msg["piece_ids"], msg["hidden"], Alignment(msg["lengths"], msg["indices"]))
+
+
+@srsly.msgpack_encoders("albert_doc_data")
+def _serialize(obj: Any, chain: Any = None) -> Any:
+    if isinstance(obj, AlbertDocData):
+        return {"__albert_doc_data__": obj.to_dict()}
+    return obj if chain is None else chain(obj)
+
+
+@srsly.msgpack_decoders("albert_doc_data")
+def _deserialize(obj: Any, chain: Any = None) -> Any:
+    if isinstance(obj, dict) and "__albert_doc_data__" in obj:
+        return AlbertDocData.from_dict(obj["__albert_doc_data__"])
+    return obj if chain is None else chain(obj)

@@ -1,0 +1,158 @@
+"""Token vectors from ALBERT for any spaCy component.
+
+* `spacy-albert.AlbertListener.v1` listens to a shared `albert` component: during training
+  it receives that component's batch output (and passes gradients back to it); at prediction
+  it reads what the component stored in `doc._.albert_data`.
+* `spacy-albert.AlbertTok2Vec.v1` owns its encoder: chain(AlbertTransformer, pooling). It is
+  also what `nlp.replace_listeners` turns a listener into.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional
+
+import numpy
+from spacy.tokens import Doc
+from spacy.util import registry
+from thinc.api import Model, chain
+from thinc.types import Floats2d
+
+from ..errors import AlbertError
+from ..tokenization.alignment import Alignment
+from .data import AlbertDocData
+from .pooling import pool_pieces
+
+DOC_EXTENSION = "albert_data"
+
+
+class AlbertListener(Model):
+    """A node that stands in for the shared `albert` component inside a downstream model."""
+
+    name = "albert_listener"
+
+    def __init__(self, upstream_name: str, width: int, pooling: Model, grad_factor: float) -> None:
+        Model.__init__(
+            self,
+            name=self.name,
+            forward=_listener_forward,
+            init=_listener_init,
+            dims={"nO": width},
+            layers=[pooling],
+            attrs={"grad_factor": grad_factor},
+        )
+        self.upstream_name = upstream_name
+        self._batch_id: Optional[int] = None
+        self._outputs: Optional[List[AlbertDocData]] = None
+        self._backprop: Optional[Callable] = None
+        self._initializing = False
+
+    @classmethod
+    def get_batch_id(cls, inputs: List[Doc]) -> int:
+        """A cheap id for a batch of docs, to check listeners see what the encoder saw."""
+        return sum(sum(token.orth for token in doc) for doc in inputs)
+
+    def receive(self, batch_id: int, outputs: List[AlbertDocData], backprop: Callable) -> None:
+        self._batch_id, self._outputs, self._backprop = batch_id, outputs, backprop
+
+    def verify_inputs(self, inputs: List[Doc]) -> bool:
+        if self._batch_id is None and self._outputs is None:
+            raise AlbertError(
+                f"The ALBERT listener got no output from its upstream component {self.upstream_name!r}: "
+                "during training the albert component must come before its listeners in the pipeline."
+            )
+        if self._batch_id != self.get_batch_id(inputs):
+            raise AlbertError("The ALBERT listener received a different batch than the one it was asked to process.")
+        return True
+
+
+def _listener_init(model: AlbertListener, X: Any = None, Y: Any = None) -> None:
+    model.layers[0].set_dim("nO", model.get_dim("nO"), force=True)
+    model.layers[0].initialize()
+    # Layers after the listener are initialised on its output for a doc sample the albert
+    # component has not annotated: that one prediction gives zero vectors of the right shape.
+    model._initializing = True
+
+
+def _stored_outputs(model: AlbertListener, docs: List[Doc]) -> List[AlbertDocData]:
+    initializing, model._initializing = model._initializing, False
+    outputs = []
+    for doc in docs:
+        data = doc._.get(DOC_EXTENSION)
+        if data is None and initializing:
+            data = _zero_data(len(doc), model.get_dim("nO"))
+        if data is None:
+            if len(doc):
+                raise AlbertError(
+                    f"Doc {doc.text[:40]!r} has no ALBERT output: the {model.upstream_name!r} albert component "
+                    "must run before its listeners (or use spacy-albert.AlbertTok2Vec.v1)."
+                )
+            data = _zero_data(0, model.get_dim("nO"))
+        outputs.append(data)
+    return outputs
+
+
+def _zero_data(n_tokens: int, width: int) -> AlbertDocData:
+    """Zero states: one zero piece shared by `n_tokens` tokens."""
+    n_pieces = 1 if n_tokens else 0
+    alignment = Alignment(numpy.full(n_tokens, 1, dtype="int32"), numpy.zeros(n_tokens, dtype="int32"))
+    return AlbertDocData(numpy.zeros(n_pieces, "int64"), numpy.zeros((1, n_pieces, width), "float32"), alignment)
+
+
+def _listener_forward(model: AlbertListener, docs: List[Doc], is_train: bool) -> tuple[List[Floats2d], Callable]:
+    if is_train:
+        model.verify_inputs(docs)
+        outputs, backprop_upstream = model._outputs, model._backprop
+    else:
+        outputs, backprop_upstream = _stored_outputs(model, docs), None
+    width = model.get_dim("nO")
+    for data in outputs:
+        if data.n_pieces and data.width != width:
+            raise AlbertError(
+                f"The listener's width is {width} but the ALBERT encoder gives {data.width}: "
+                "set the listener's width to the encoder's hidden_size."
+            )
+    tokvecs, backprop_pool = model.layers[0](outputs, is_train)
+    grad_factor = model.attrs["grad_factor"]
+
+    def backprop(d_tokvecs: List[Floats2d]) -> List[Doc]:
+        d_hidden = backprop_pool(d_tokvecs)
+        if grad_factor != 1.0:
+            d_hidden = [d * grad_factor for d in d_hidden]
+        if backprop_upstream is not None and grad_factor:
+            backprop_upstream(d_hidden)
+        return []
+
+    return tokvecs, backprop
+
+
+@registry.architectures("spacy-albert.AlbertListener.v1")
+def albert_listener(
+    width: int, pooling: str = "mean", layers: int = 1, upstream: str = "*", grad_factor: float = 1.0
+) -> Model[List[Doc], List[Floats2d]]:
+    """Token vectors from a shared `albert` component (`upstream` names it; "*" is any)."""
+    return AlbertListener(upstream, width, pool_pieces(pooling, layers), grad_factor)
+
+
+def _scale_gradient(factor: float) -> Model:
+    def forward(model: Model, X: Any, is_train: bool) -> tuple[Any, Callable]:
+        return X, lambda dX: [d * factor for d in dX]
+
+    return Model("albert_grad_factor", forward, attrs={"factor": factor})
+
+
+@registry.architectures("spacy-albert.AlbertTok2Vec.v1")
+def albert_tok2vec(
+    encoder: Model, pooling: str = "mean", layers: int = 1, grad_factor: float = 1.0
+) -> Model[List[Doc], List[Floats2d]]:
+    """A component's own ALBERT encoder followed by token pooling."""
+    return tok2vec_chain(encoder, pool_pieces(pooling, layers), grad_factor)
+
+
+def tok2vec_chain(encoder: Model, pool: Model, grad_factor: float = 1.0) -> Model[List[Doc], List[Floats2d]]:
+    """chain(encoder, [gradient scaling,] pooling), with the encoder's width as nO."""
+    width = encoder.get_dim("nO")
+    pool.set_dim("nO", width, force=True)
+    layers = [encoder, pool] if grad_factor == 1.0 else [encoder, _scale_gradient(grad_factor), pool]
+    model = chain(*layers)
+    model.set_dim("nO", width, force=True)
+    return model

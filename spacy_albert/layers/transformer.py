@@ -1,0 +1,316 @@
+"""`spacy-albert.AlbertTransformer.v1`: spaCy Docs in, piece-level ALBERT states out.
+
+The text of each doc is tokenized once by the fast tokenizer; pieces are aligned to spaCy
+tokens by character offsets, cut into windows (strided, or along sentences) and encoded
+by the native `AlbertModel` inside thinc's PyTorch wrapper. The model is built from the
+hyperparameters in the config, without touching files; `initialize` (or the component's
+`initialize(checkpoint=...)`) loads a checkpoint, whose config then decides the shapes, and
+serialization stores config, weights (safetensors) and vocabulary, so a saved pipeline
+never needs the original checkpoint.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import numpy as np
+import srsly
+import torch
+from spacy.tokens import Doc
+from spacy.util import registry
+from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, PyTorchWrapper_v2, torch2xp, xp2torch
+from thinc.model import deserialize_attr, serialize_attr
+from thinc.util import get_torch_default_device
+
+from ..errors import AlbertError, ShapeMismatchError
+from ..hub import resolve_model_dir
+from ..models.checkpoint import check_vocab_matches, read_checkpoint_weights
+from ..models.configuration import AlbertConfig
+from ..tokenization.alignment import align_pieces
+from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
+from .data import AlbertDocData
+from .encoder import WindowBatch, WindowedEncoder, make_windows
+
+SPAN_MODES = ("strided", "sentences")
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+class AlbertState:
+    """The encoder's config and tokenizer, kept in the thinc model's attrs and serialized
+    with it (restoring the config rebuilds the torch module before its weights load)."""
+
+    def __init__(self, config: AlbertConfig, tokenizer: Optional[AlbertTokenizerFast] = None) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self._backend: Any = None
+
+    @property
+    def backend(self) -> Any:
+        """A copy of the fast tokenizer's backend without truncation or padding."""
+        if self._backend is None:
+            if self.tokenizer is None:
+                raise AlbertError(
+                    "The ALBERT encoder has no vocabulary yet: run nlp.initialize() with a checkpoint "
+                    "(e.g. [initialize.components.albert] checkpoint = \"path/to/albert\") or load a saved pipeline."
+                )
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+            backend.no_truncation()
+            backend.no_padding()
+            self._backend = backend
+        return self._backend
+
+
+@serialize_attr.register(AlbertState)
+def _serialize_state(_: AlbertState, value: AlbertState, name: str, model: Model) -> bytes:
+    files: dict[str, bytes] = {}
+    if value.tokenizer is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            value.tokenizer.save_pretrained(tmp)
+            files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+    return srsly.msgpack_dumps({"config": value.config.to_dict(), "tokenizer": files})
+
+
+@deserialize_attr.register(AlbertState)
+def _deserialize_state(_: AlbertState, value: bytes, name: str, model: Model) -> AlbertState:
+    msg = srsly.msgpack_loads(value)
+    config = AlbertConfig.from_dict(msg["config"])
+    tokenizer = None
+    if msg["tokenizer"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            for filename, data in msg["tokenizer"].items():
+                (Path(tmp) / filename).write_bytes(data)
+            tokenizer = AlbertTokenizerFast.from_pretrained(tmp)
+    _set_encoder(model, WindowedEncoder(config, model.attrs["precision"]))
+    return AlbertState(config, tokenizer)
+
+
+def _encoder_node(model: Model) -> Model:
+    return model.layers[0]
+
+
+def _set_encoder(model: Model, encoder: WindowedEncoder) -> None:
+    """Swap the torch module inside the PyTorch wrapper (e.g. for a checkpoint's shapes)."""
+    shim = _encoder_node(model).shims[0]
+    shim._model = encoder.to(get_torch_default_device())
+    model.set_dim("nO", encoder.config.hidden_size, force=True)
+
+
+def get_torch_encoder(model: Model) -> WindowedEncoder:
+    """The `WindowedEncoder` (holding the `AlbertModel`) inside an AlbertTransformer model."""
+    return _encoder_node(model).shims[0]._model
+
+
+def load_checkpoint(model: Model, name_or_path: str | Path) -> None:
+    """Load config, weights and vocabulary of a Hugging Face ALBERT checkpoint into `model`."""
+    state: AlbertState = model.attrs["albert"]
+    directory = resolve_model_dir(name_or_path)
+    config = AlbertConfig.from_pretrained(directory)
+    built_width = model.get_dim("nO")
+    if config.hidden_size != built_width:
+        raise ShapeMismatchError(
+            f"The checkpoint {str(name_or_path)!r} has hidden_size={config.hidden_size}, but this AlbertTransformer "
+            f"was built with hidden_size={built_width}: set hidden_size = {config.hidden_size} in its config so that "
+            "the layers reading its output get the right width."
+        )
+    encoder = WindowedEncoder(config, model.attrs["precision"])
+    encoder.albert.load_checkpoint_state(read_checkpoint_weights(directory), source=directory)
+    tokenizer = AlbertTokenizerFast.from_pretrained(directory)
+    check_vocab_matches(tokenizer, config)
+    _set_encoder(model, encoder.eval())
+    state.config, state.tokenizer, state._backend = config, tokenizer, None
+
+
+def _convert_inputs(model: Model, batch: WindowBatch, is_train: bool) -> tuple[ArgsKwargs, Callable]:
+    device = get_torch_default_device()
+
+    def tensors(arrays: list[np.ndarray]) -> list[torch.Tensor]:
+        return [torch.as_tensor(a, device=device) for a in arrays]
+
+    kwargs = {
+        "input_ids": tensors(batch.input_ids),
+        "attention_mask": tensors(batch.attention_mask),
+        "source": tensors(batch.source),
+        "target": tensors(batch.target),
+        "counts": torch.as_tensor(batch.counts, device=device),
+        "n_layers": batch.n_layers,
+    }
+    return ArgsKwargs(args=(), kwargs=kwargs), lambda d_inputs: batch
+
+
+def _convert_outputs(model: Model, inputs_outputs: tuple, is_train: bool) -> tuple[Any, Callable]:
+    _, output = inputs_outputs
+
+    def backprop(d_output: Any) -> ArgsKwargs:
+        return ArgsKwargs(args=(output,), kwargs={"grad_tensors": (xp2torch(d_output),)})
+
+    return torch2xp(output), backprop
+
+
+def _doc_spans(doc: Doc, alignment: Any, n_pieces: int, mode: str) -> list[tuple[int, int]]:
+    """Piece ranges to window over: the whole doc, or one range per sentence."""
+    if mode == "strided" or n_pieces == 0 or not doc.has_annotation("SENT_START"):
+        return [(0, n_pieces)] if n_pieces else []
+    token_first = np.full(len(doc), n_pieces, dtype="int64")
+    offsets = np.cumsum(alignment.lengths) - alignment.lengths
+    has = alignment.lengths > 0
+    token_first[has] = alignment.indices[offsets[has]]
+    bounds = sorted({0} | {int(token_first[sent.start:].min()) for sent in doc.sents if sent.start > 0})
+    bounds = [b for b in bounds if b < n_pieces] + [n_pieces]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def forward(model: Model, docs: List[Doc], is_train: bool) -> tuple[List[AlbertDocData], Callable]:
+    state: AlbertState = model.attrs["albert"]
+    config = state.config
+    encodings = state.backend.encode_batch([doc.text for doc in docs], add_special_tokens=False)
+    piece_ids, alignments, spans = [], [], []
+    for doc, enc in zip(docs, encodings):
+        ids = np.asarray(enc.ids, dtype="int64")
+        offsets = np.asarray(enc.offsets, dtype="int64").reshape(-1, 2)
+        starts = np.fromiter((t.idx for t in doc), dtype="int64", count=len(doc))
+        ends = starts + np.fromiter((len(t) for t in doc), dtype="int64", count=len(doc))
+        alignment = align_pieces(doc.text, offsets, starts, ends)
+        piece_ids.append(ids)
+        alignments.append(alignment)
+        spans.append(_doc_spans(doc, alignment, len(ids), model.attrs["spans"]))
+    window = min(model.attrs["window"], config.max_position_embeddings - 2)
+    tokenizer = state.tokenizer
+    batch = make_windows(
+        piece_ids,
+        spans,
+        window=window,
+        stride=min(model.attrs["stride"], window),
+        cls_id=tokenizer.cls_token_id,
+        sep_id=tokenizer.sep_token_id,
+        pad_id=tokenizer.pad_token_id,
+        max_batch_pieces=model.attrs["max_batch_pieces"],
+        n_layers=model.attrs["output_layers"],
+    )
+    xp = model.ops.xp
+    if not batch.input_ids:  # nothing to encode: all docs empty
+        empty = xp.zeros((batch.n_layers, 0, config.hidden_size), dtype="float32")
+        outputs = [AlbertDocData(ids, empty, a) for ids, a in zip(piece_ids, alignments)]
+        return outputs, lambda d_outputs: []
+    hidden, backprop_encoder = _encoder_node(model)(batch, is_train)
+    bounds = np.cumsum([0] + batch.doc_lengths)
+    outputs = [
+        AlbertDocData(ids, hidden[:, bounds[i] : bounds[i + 1]], alignment)
+        for i, (ids, alignment) in enumerate(zip(piece_ids, alignments))
+    ]
+
+    def backprop(d_outputs: List[Any]) -> List[Doc]:
+        backprop_encoder(xp.concatenate(d_outputs, axis=1))
+        return []
+
+    return outputs, backprop
+
+
+def init(model: Model, X: Optional[List[Doc]] = None, Y: Any = None) -> None:
+    checkpoint = model.attrs.get("checkpoint")
+    if checkpoint and model.attrs["albert"].tokenizer is None:
+        load_checkpoint(model, checkpoint)
+
+
+@registry.architectures("spacy-albert.AlbertTransformer.v1")
+def build_albert_transformer(
+    vocab_size: int = 30000,
+    embedding_size: int = 128,
+    hidden_size: int = 768,
+    num_hidden_layers: int = 12,
+    num_hidden_groups: int = 1,
+    num_attention_heads: int = 12,
+    intermediate_size: int = 3072,
+    inner_group_num: int = 1,
+    hidden_act: str = "gelu_new",
+    hidden_dropout_prob: float = 0.0,
+    attention_probs_dropout_prob: float = 0.0,
+    max_position_embeddings: int = 512,
+    type_vocab_size: int = 2,
+    checkpoint: Optional[str] = None,
+    window: int = 510,
+    stride: int = 384,
+    spans: str = "strided",
+    output_layers: int = 1,
+    precision: str = "float32",
+    max_batch_pieces: int = 8192,
+) -> Model[List[Doc], List[AlbertDocData]]:
+    """ALBERT over spaCy Docs: returns each doc's piece states and piece-to-token alignment.
+
+    The hyperparameters build the model's shapes; a `checkpoint` (local directory or cached
+    hub id), loaded at `nlp.initialize()`, replaces them with its own config. `window` and
+    `stride` are in pieces (windows are capped at max_position_embeddings - 2); `spans`
+    "sentences" windows along `doc.sents`. `output_layers` > 1 keeps that many last layers
+    for listeners that mix them. `precision` is "float32", "bfloat16" or "float16" (autocast;
+    float16 with gradient scaling, for GPUs). `max_batch_pieces` bounds a padded chunk.
+    """
+    if spans not in SPAN_MODES:
+        raise ValueError(f"spans={spans!r}; choose one of {SPAN_MODES}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}.")
+    if window < 1 or stride < 1:
+        raise ValueError(f"window ({window}) and stride ({stride}) must be positive.")
+    if not 1 <= output_layers <= num_hidden_layers + 1:
+        raise ValueError(f"output_layers={output_layers} must lie in [1, num_hidden_layers + 1].")
+    config = AlbertConfig(
+        vocab_size=vocab_size,
+        embedding_size=embedding_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_hidden_groups=num_hidden_groups,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
+        inner_group_num=inner_group_num,
+        hidden_act=hidden_act,
+        hidden_dropout_prob=hidden_dropout_prob,
+        attention_probs_dropout_prob=attention_probs_dropout_prob,
+        max_position_embeddings=max_position_embeddings,
+        type_vocab_size=type_vocab_size,
+    )
+    encoder = PyTorchWrapper_v2(
+        WindowedEncoder(config, precision),
+        convert_inputs=_convert_inputs,
+        convert_outputs=_convert_outputs,
+        grad_scaler=PyTorchGradScaler(enabled=precision == "float16"),
+    )
+    shim = encoder.shims[0]
+    encoder.shims[0] = PyTorchShim(
+        shim._model,
+        grad_scaler=shim._grad_scaler,
+        serialize_model=_serialize_weights,
+        deserialize_model=_deserialize_weights,
+    )
+    return Model(
+        "albert_transformer",
+        forward,
+        init=init,
+        layers=[encoder],
+        dims={"nO": hidden_size},
+        attrs={
+            "albert": AlbertState(config),
+            "checkpoint": checkpoint,
+            "window": window,
+            "stride": stride,
+            "spans": spans,
+            "output_layers": output_layers,
+            "precision": precision,
+            "max_batch_pieces": max_batch_pieces,
+        },
+    )
+
+
+def _serialize_weights(module: torch.nn.Module) -> bytes:
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    return save(state, metadata={"format": "pt"})
+
+
+def _deserialize_weights(module: torch.nn.Module, data: bytes, device: torch.device) -> torch.nn.Module:
+    from safetensors.torch import load
+
+    module.load_state_dict(load(data))
+    return module.to(device)

@@ -1,0 +1,138 @@
+"""The shared `albert` component: runs the encoder once per batch, stores each doc's
+piece states in `doc._.albert_data`, and feeds `spacy-albert.AlbertListener.v1` layers in
+downstream components (the counterpart of spacy-transformers' `transformer`)."""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Callable, Dict, Iterable, List, Optional
+
+from spacy.language import Language
+from spacy.pipeline import Tok2Vec
+from spacy.tokens import Doc
+from spacy.training import Example, validate_get_examples
+from spacy.vocab import Vocab
+from thinc.api import Model, Optimizer, set_dropout_rate
+
+from ..layers.data import AlbertDocData
+from ..layers.listener import DOC_EXTENSION, AlbertListener, tok2vec_chain
+from ..layers.transformer import load_checkpoint
+
+if not Doc.has_extension(DOC_EXTENSION):
+    Doc.set_extension(DOC_EXTENSION, default=None)
+
+DEFAULT_ALBERT_MODEL = """
+[model]
+@architectures = "spacy-albert.AlbertTransformer.v1"
+"""
+
+
+@Language.factory(
+    "albert",
+    default_config={"model": DEFAULT_ALBERT_MODEL, "store_outputs": True},
+    assigns=[f"doc._.{DOC_EXTENSION}"],
+    default_score_weights={},
+)
+def make_albert(nlp: Language, name: str, model: Model, store_outputs: bool) -> "AlbertComponent":
+    """Construct the shared ALBERT encoder component."""
+    return AlbertComponent(nlp.vocab, model, name=name, store_outputs=store_outputs)
+
+
+class AlbertComponent(Tok2Vec):
+    """A shared ALBERT encoder that listeners downstream can use and fine-tune.
+
+    Weights, vocabulary and shapes come from a Hugging Face checkpoint given at
+    `initialize(checkpoint=...)` (in a config: `[initialize.components.albert] checkpoint`).
+    """
+
+    def __init__(self, vocab: Vocab, model: Model, name: str = "albert", *, store_outputs: bool = True) -> None:
+        super().__init__(vocab, model, name)
+        self.store_outputs = store_outputs
+        self.model.attrs["replace_listener"] = self._replace_listener
+        self.model.attrs["replace_listener_cfg"] = _replace_listener_cfg
+
+    def find_listeners(self, component: object) -> None:
+        names = ("*", self.name)
+        if isinstance(getattr(component, "model", None), Model):
+            for node in component.model.walk():
+                if isinstance(node, AlbertListener) and node.upstream_name in names:
+                    self.add_listener(node, component.name)
+
+    @staticmethod
+    def _replace_listener(model: Model, listener: AlbertListener, albert: "AlbertComponent") -> Model:
+        """A copy of the encoder with the listener's own pooling (learned mix included)."""
+        return tok2vec_chain(model, listener.layers[0].copy(), listener.attrs["grad_factor"])
+
+    def predict(self, docs: Iterable[Doc]) -> List[AlbertDocData]:
+        docs = list(docs)
+        if not docs:
+            return []
+        return self.model.predict(docs)
+
+    def set_annotations(self, docs: Iterable[Doc], outputs: List[AlbertDocData]) -> None:
+        if not self.store_outputs:
+            return
+        for doc, data in zip(docs, outputs):
+            doc._.set(DOC_EXTENSION, data.to_numpy())
+
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        """Run the encoder and hand its output to every listener; the last listener's
+        backward pass triggers the encoder's, with the gradients of all listeners summed."""
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        docs = [eg.predicted for eg in examples]
+        set_dropout_rate(self.model, drop)
+        outputs, backprop_encoder = self.model.begin_update(docs)
+        d_hidden = [self.model.ops.alloc(o.hidden.shape, dtype="float32") for o in outputs]
+
+        def accumulate(one_d_hidden: List) -> None:
+            for total, d in zip(d_hidden, one_d_hidden):
+                total += d
+
+        def backprop(one_d_hidden: List) -> List[Doc]:
+            accumulate(one_d_hidden)
+            backprop_encoder(d_hidden)
+            if sgd is not None:
+                self.finish_update(sgd)
+            return []
+
+        batch_id = AlbertListener.get_batch_id(docs)
+        for listener in self.listeners[:-1]:
+            listener.receive(batch_id, outputs, accumulate)
+        if self.listeners:
+            self.listeners[-1].receive(batch_id, outputs, backprop)
+        return losses
+
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        checkpoint: Optional[str] = None,
+    ) -> None:
+        """Load `checkpoint` (a local Hugging Face ALBERT directory or cached hub id), or the
+        architecture's own `checkpoint`, then initialise the model on a sample of docs."""
+        validate_get_examples(get_examples, "AlbertComponent.initialize")
+        if checkpoint is not None:
+            load_checkpoint(self.model, checkpoint)
+        docs = [eg.reference for eg in islice(get_examples(), 10)]
+        self.model.initialize(X=docs)
+
+
+def _replace_listener_cfg(albert_model_cfg: dict, listener_cfg: dict) -> dict:
+    """The config of what a listener becomes: AlbertTok2Vec over a copy of the encoder."""
+    return {
+        "@architectures": "spacy-albert.AlbertTok2Vec.v1",
+        "encoder": albert_model_cfg,
+        "pooling": listener_cfg.get("pooling", "mean"),
+        "layers": listener_cfg.get("layers", 1),
+        "grad_factor": listener_cfg.get("grad_factor", 1.0),
+    }

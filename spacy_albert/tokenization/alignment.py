@@ -1,0 +1,88 @@
+"""Align SentencePiece pieces to spaCy tokens by character offsets over the whole text.
+
+The fast tokenizer's offsets point into the original text, but a Metaspace piece such as
+"▁word" carries the space before the word in its span. Each piece span is first trimmed of
+whitespace, so a piece maps only to the tokens its characters overlap (never to the next
+word, and a bare "▁" over a space maps to nothing). Everything is vectorised with numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Alignment:
+    """Token-to-piece alignment of one doc: token i owns
+    `indices[offsets[i] : offsets[i] + lengths[i]]` (piece positions, in piece order)."""
+
+    lengths: np.ndarray  # int32 [n_tokens]
+    indices: np.ndarray  # int32 [sum(lengths)]
+
+    def pieces_of(self, token_index: int) -> np.ndarray:
+        start = int(self.lengths[:token_index].sum())
+        return self.indices[start : start + int(self.lengths[token_index])]
+
+
+def _whitespace_mask(text: str) -> np.ndarray:
+    if not text:
+        return np.zeros(0, dtype=bool)
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+    table = np.fromiter((chr(c).isspace() for c in range(128)), dtype=bool, count=128)
+    ascii_ws = np.where(codes < 128, table[np.minimum(codes, 127)], False)
+    if (codes >= 128).any():  # rare non-ASCII whitespace (NBSP, ideographic space, ...)
+        wide = np.flatnonzero(codes >= 128)
+        ascii_ws[wide] = [chr(c).isspace() for c in codes[wide]]
+    return ascii_ws
+
+
+def trim_whitespace(text: str, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink each [start, end) span to its first and last non-whitespace character.
+
+    A span of only whitespace becomes empty (start == end)."""
+    ws = _whitespace_mask(text)
+    n = len(ws)
+    non_ws = np.flatnonzero(~ws)
+    if len(starts) == 0 or len(non_ws) == 0:
+        return starts, starts.copy()
+    # First non-whitespace position >= start; last one < end.
+    first = np.searchsorted(non_ws, starts, side="left")
+    new_starts = np.where(first < len(non_ws), non_ws[np.minimum(first, len(non_ws) - 1)], n)
+    last = np.searchsorted(non_ws, ends, side="left") - 1
+    new_ends = np.where(last >= 0, non_ws[np.maximum(last, 0)] + 1, 0)
+    empty = new_starts >= new_ends
+    new_starts = np.where(empty, starts, new_starts)
+    new_ends = np.where(empty, starts, new_ends)
+    return new_starts.astype("int64"), new_ends.astype("int64")
+
+
+def align_pieces(
+    text: str,
+    piece_offsets: np.ndarray,
+    token_starts: np.ndarray,
+    token_ends: np.ndarray,
+) -> Alignment:
+    """Map spaCy tokens (character spans, sorted, non-overlapping) to the pieces overlapping them.
+
+    `piece_offsets` is an int array [n_pieces, 2] of character spans into `text` (special
+    tokens excluded). A piece covering several tokens is listed under each of them; a token
+    with no overlapping piece (whitespace, or characters the normalizer dropped) gets none.
+    """
+    n_tokens = len(token_starts)
+    offsets = np.asarray(piece_offsets, dtype="int64").reshape(-1, 2)
+    starts, ends = trim_whitespace(text, offsets[:, 0], offsets[:, 1])
+    token_starts = np.asarray(token_starts, dtype="int64")
+    token_ends = np.asarray(token_ends, dtype="int64")
+    # Piece p overlaps tokens t with token_ends[t] > starts[p] and token_starts[t] < ends[p].
+    first = np.searchsorted(token_ends, starts, side="right")
+    stop = np.searchsorted(token_starts, ends, side="left")
+    counts = np.where(ends > starts, np.maximum(stop - first, 0), 0)
+    piece_ids = np.repeat(np.arange(len(offsets)), counts)
+    # Token ids: first[p], first[p] + 1, ... for each piece.
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    token_ids = np.repeat(first, counts) + within
+    order = np.argsort(token_ids, kind="stable")
+    lengths = np.bincount(token_ids, minlength=n_tokens).astype("int32")
+    return Alignment(lengths=lengths, indices=piece_ids[order].astype("int32"))

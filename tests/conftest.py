@@ -95,3 +95,29 @@ def spm_dir_cased(tmp_path_factory: pytest.TempPathFactory, corpus_lines: list[s
     directory = tmp_path_factory.mktemp("spm_cased")
     train_sentencepiece(corpus_lines, directory, vocab_size=900, do_lower_case=False, keep_accents=True)
     return directory
+
+
+TINY_ALBERT = dict(
+    embedding_size=16, hidden_size=32, num_hidden_layers=3, num_hidden_groups=1, num_attention_heads=4,
+    intermediate_size=37, max_position_embeddings=64,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def albert_checkpoint(tmp_path_factory: pytest.TempPathFactory, spm_dir: Path) -> Path:
+    """A random-init Hugging Face ALBERT checkpoint (saved by transformers) with `spm_dir`'s
+    vocabulary; max_position_embeddings=64 so that long docs need many windows."""
+    import shutil
+
+    import torch
+    import transformers
+
+    from spacy_albert import AlbertTokenizerFast
+
+    directory = tmp_path_factory.mktemp("albert_checkpoint")
+    vocab_size = len(AlbertTokenizerFast(vocab_file=str(spm_dir / "spiece.model")))
+    torch.manual_seed(0)
+    config = transformers.AlbertConfig(vocab_size=vocab_size, **TINY_ALBERT)
+    transformers.AlbertModel(config).save_pretrained(directory)
+    shutil.copy(spm_dir / "spiece.model", directory / "spiece.model")
+    return directory

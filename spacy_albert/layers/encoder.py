@@ -5,6 +5,7 @@ and the states of pieces seen by several windows are averaged. No piece is dropp
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -14,6 +15,17 @@ from torch import nn
 
 from ..models.configuration import AlbertConfig
 from ..models.modeling_albert import AlbertModel
+
+
+def _after_fork_in_child() -> None:
+    """Forked workers (e.g. `nlp.pipe(n_process=2)`) inherit torch's OpenMP pool, whose first
+    use after a fork can deadlock: each worker runs single-threaded, and the tokenizers
+    library's own parallelism (which it disables after a fork anyway) stays quiet."""
+    torch.set_num_threads(1)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def window_starts(n_pieces: int, window: int, stride: int) -> list[int]:

@@ -50,7 +50,14 @@ def _mix(model: Model, stacks: List[Any]) -> tuple[List[Any], Callable]:
                 f"set output_layers >= {k} on the AlbertTransformer."
             )
     if k == 1:
-        return [s[-1] for s in stacks], lambda d_mixed: [d[None] for d in d_mixed]
+
+        def backprop_last(d_mixed: List[Any]) -> List[Any]:
+            d_stacks = [ops.xp.zeros(s.shape, dtype="float32") for s in stacks]
+            for d_stack, d in zip(d_stacks, d_mixed):
+                d_stack[-1] = d
+            return d_stacks
+
+        return [s[-1] for s in stacks], backprop_last
     mix, gamma = model.get_param("mix"), model.get_param("gamma")
     weights = ops.softmax(mix)
     selected = [s[-k:] for s in stacks]

@@ -26,12 +26,14 @@ class Alignment:
         return self.indices[start : start + int(self.lengths[token_index])]
 
 
+_ASCII_SPACE = np.array([chr(c).isspace() for c in range(128)], dtype=bool)
+
+
 def _whitespace_mask(text: str) -> np.ndarray:
     if not text:
         return np.zeros(0, dtype=bool)
     codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
-    table = np.fromiter((chr(c).isspace() for c in range(128)), dtype=bool, count=128)
-    ascii_ws = np.where(codes < 128, table[np.minimum(codes, 127)], False)
+    ascii_ws = np.where(codes < 128, _ASCII_SPACE[np.minimum(codes, 127)], False)
     if (codes >= 128).any():  # rare non-ASCII whitespace (NBSP, ideographic space, ...)
         wide = np.flatnonzero(codes >= 128)
         ascii_ws[wide] = [chr(c).isspace() for c in codes[wide]]
@@ -56,6 +58,19 @@ def trim_whitespace(text: str, starts: np.ndarray, ends: np.ndarray) -> tuple[np
     new_starts = np.where(empty, starts, new_starts)
     new_ends = np.where(empty, starts, new_ends)
     return new_starts.astype("int64"), new_ends.astype("int64")
+
+
+def _orphan_tokens(
+    text: str, token_starts: np.ndarray, token_ends: np.ndarray, token_ids: np.ndarray, n_tokens: int
+) -> np.ndarray:
+    """Tokens with some non-whitespace character but no overlapping piece."""
+    has_piece = np.zeros(n_tokens, dtype=bool)
+    has_piece[token_ids] = True
+    if has_piece.all():
+        return np.zeros(0, dtype="int64")
+    non_ws = np.concatenate([[0], np.cumsum(~_whitespace_mask(text))])
+    has_text = non_ws[token_ends] > non_ws[token_starts]
+    return np.flatnonzero(~has_piece & has_text)
 
 
 def align_pieces(
@@ -83,6 +98,13 @@ def align_pieces(
     # Token ids: first[p], first[p] + 1, ... for each piece.
     within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     token_ids = np.repeat(first, counts) + within
+    orphans = _orphan_tokens(text, token_starts, token_ends, token_ids, n_tokens)
+    if len(orphans) and len(offsets):
+        # Characters the normalizer dropped (e.g. a lone combining accent): such a token
+        # takes the nearest piece before it (or the first piece), so no token is left out.
+        nearest = np.searchsorted(offsets[:, 0], token_starts[orphans], side="right") - 1
+        piece_ids = np.concatenate([piece_ids, np.clip(nearest, 0, len(offsets) - 1)])
+        token_ids = np.concatenate([token_ids, orphans])
     order = np.argsort(token_ids, kind="stable")
     lengths = np.bincount(token_ids, minlength=n_tokens).astype("int32")
     return Alignment(lengths=lengths, indices=piece_ids[order].astype("int32"))

@@ -1,0 +1,351 @@
+"""ALBERT inside spaCy: encoder parity through Docs, windows, listeners, training,
+serialization and the registered entry points."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import numpy as np
+import pytest
+import spacy
+import torch
+import transformers as hf
+from spacy.tokens import Doc, DocBin
+from spacy.training import Example
+from thinc.api import Adam, NumpyOps
+
+from spacy_albert.errors import AlbertError, ShapeMismatchError
+from spacy_albert.layers.data import AlbertDocData
+from spacy_albert.layers.encoder import span_windows, window_starts
+from spacy_albert.layers.pooling import pool_pieces
+from spacy_albert.tokenization.alignment import Alignment
+
+from conftest import TINY_ALBERT
+
+ARCH = {"@architectures": "spacy-albert.AlbertTransformer.v1", **TINY_ALBERT}
+TRAIN = [
+    ("Alice lives in Paris with Bob.", [(0, 5, "PER"), (15, 20, "LOC"), (26, 29, "PER")]),
+    ("Bob visited Berlin yesterday.", [(0, 3, "PER"), (12, 18, "LOC")]),
+    ("Yesterday Alice flew to Berlin.", [(10, 15, "PER"), (24, 30, "LOC")]),
+    ("Nothing happened here.", []),
+]
+TEST_TEXTS = ["Alice lives in Berlin.", "Bob visited Paris with Alice.", "", "   ", "Nothing here."]
+
+
+def make_nlp(checkpoint, albert_cfg=None, ner_tok2vec=None):
+    nlp = spacy.blank("en")
+    if ner_tok2vec is None:
+        nlp.add_pipe("albert", config={"model": {**ARCH, **(albert_cfg or {})}})
+        nlp.config["initialize"]["components"]["albert"] = {"checkpoint": str(checkpoint)}
+        ner_tok2vec = {"@architectures": "spacy-albert.AlbertListener.v1", "width": TINY_ALBERT["hidden_size"]}
+    nlp.add_pipe(
+        "ner",
+        config={
+            "model": {
+                "@architectures": "spacy.TransitionBasedParser.v2", "state_type": "ner", "hidden_width": 32,
+                "maxout_pieces": 2, "use_upper": True, "extra_state_tokens": False, "tok2vec": ner_tok2vec,
+            }
+        },
+    )  # fmt: skip
+    return nlp
+
+
+def examples_for(nlp):
+    return [Example.from_dict(nlp.make_doc(t), {"entities": ents}) for t, ents in TRAIN]
+
+
+def train(nlp, steps=60):
+    examples = examples_for(nlp)
+    nlp.initialize(lambda: examples)
+    optimizer = Adam(0.005)
+    history = []
+    for _ in range(steps):
+        losses = {}
+        nlp.update(examples, sgd=optimizer, losses=losses)
+        history.append(losses["ner"])
+    return history
+
+
+def ents(nlp, texts=TEST_TEXTS):
+    return [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
+
+
+@pytest.fixture(scope="module")
+def trained(albert_checkpoint):
+    nlp = make_nlp(albert_checkpoint)
+    history = train(nlp)
+    return nlp, history
+
+
+@pytest.fixture(scope="module")
+def reference_model(albert_checkpoint):
+    return hf.AlbertModel.from_pretrained(albert_checkpoint, add_pooling_layer=False).eval()
+
+
+def reference_states(reference_model, tokenizer, piece_ids: np.ndarray) -> np.ndarray:
+    ids = [tokenizer.cls_token_id, *piece_ids.tolist(), tokenizer.sep_token_id]
+    with torch.no_grad():
+        return reference_model(torch.tensor([ids])).last_hidden_state[0, 1:-1].numpy()
+
+
+def encoder_only(checkpoint, **cfg):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert", config={"model": {**ARCH, **cfg}})
+    nlp.config["initialize"]["components"]["albert"] = {"checkpoint": str(checkpoint)}
+    nlp.initialize()
+    return nlp
+
+
+# ---- encoder parity through spaCy -------------------------------------------------------
+def test_piece_states_equal_albert_model(albert_checkpoint, reference_model):
+    nlp = encoder_only(albert_checkpoint)
+    tokenizer = nlp.get_pipe("albert").model.attrs["albert"].tokenizer
+    texts = ["Hello world, this is Zürich!", "Short.", "A somewhat longer sentence with 1,000,000 things in it."]
+    for doc in nlp.pipe(texts, batch_size=2):
+        data = doc._.albert_data
+        assert data.hidden.shape == (1, len(data.piece_ids), TINY_ALBERT["hidden_size"])
+        expected = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+        assert data.piece_ids.tolist() == expected
+        np.testing.assert_allclose(data.hidden[0], reference_states(reference_model, tokenizer, data.piece_ids),
+                                   atol=1e-5, rtol=0)  # fmt: skip
+
+
+def test_long_document_is_windowed_without_losing_pieces(albert_checkpoint, reference_model, corpus_lines):
+    window, stride = 62, 40
+    nlp = encoder_only(albert_checkpoint, window=window, stride=stride)
+    tokenizer = nlp.get_pipe("albert").model.attrs["albert"].tokenizer
+    doc = nlp(" ".join(corpus_lines[:150]))
+    data = doc._.albert_data
+    n = len(data.piece_ids)
+    assert n > 1500
+    assert data.piece_ids.tolist() == tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+    total, counts = np.zeros((n, TINY_ALBERT["hidden_size"])), np.zeros(n)
+    for start in window_starts(n, window, stride):
+        total[start : start + window] += reference_states(reference_model, tokenizer, data.piece_ids[start : start + window])
+        counts[start : start + window] += 1
+    assert counts.min() >= 1
+    np.testing.assert_allclose(data.hidden[0], total / counts[:, None], atol=1e-5, rtol=0)
+    # Every token with text gets a vector built from its pieces.
+    assert all(data.alignment.lengths[t.i] > 0 for t in doc if not t.is_space)
+
+
+def test_sentence_spans_encode_each_sentence_alone(albert_checkpoint, reference_model):
+    nlp = encoder_only(albert_checkpoint, spans="sentences")
+    tokenizer = nlp.get_pipe("albert").model.attrs["albert"].tokenizer
+    doc = nlp.make_doc("Alice lives in Paris. Bob went to Berlin yesterday. The end.")
+    for i, token in enumerate(doc):
+        token.is_sent_start = i == 0 or doc[i - 1].text == "."
+    doc = nlp.get_pipe("albert")(doc)
+    data = doc._.albert_data
+    pieces = tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True)
+    starts = [s.start_char for s in doc.sents] + [len(doc.text)]
+    bounds = [next(i for i, (a, b) in enumerate(pieces["offset_mapping"]) if b > s) if s < len(doc.text) else
+              len(data.piece_ids) for s in starts]  # fmt: skip
+    for a, b in zip(bounds, bounds[1:]):
+        np.testing.assert_allclose(
+            data.hidden[0, a:b], reference_states(reference_model, tokenizer, data.piece_ids[a:b]), atol=1e-5, rtol=0
+        )
+
+
+def test_windows_cover_every_piece():
+    for n in (0, 1, 5, 62, 63, 200, 1501):
+        for window, stride in ((62, 40), (62, 62), (10, 3)):
+            covered = np.zeros(n, dtype=int)
+            for start, end in span_windows([(0, n)] if n else [], window, stride):
+                assert end - start <= window
+                covered[start:end] += 1
+            assert (covered >= 1).all()
+
+
+def test_empty_and_whitespace_docs(trained):
+    nlp, _ = trained
+    for text in ["", "   ", "\n\n", "\t"]:
+        doc = nlp(text)
+        assert doc._.albert_data is not None and list(doc.ents) == []
+    docs = list(nlp.pipe(["", "Alice lives in Berlin.", "  "]))
+    assert len(docs) == 3
+
+
+# ---- pooling ------------------------------------------------------------------------------
+def _random_data(rng, n_layers=3, width=4):
+    n_tokens, n_pieces = 5, 7
+    lengths = np.array([2, 0, 1, 3, 1], dtype="int32")
+    indices = np.array([0, 1, 2, 3, 4, 5, 6], dtype="int32")[: lengths.sum()]
+    hidden = rng.standard_normal((n_layers, n_pieces, width)).astype("float32")
+    return AlbertDocData(np.arange(n_pieces), hidden, Alignment(lengths, indices)), n_tokens
+
+
+@pytest.mark.parametrize("mode", ["mean", "first", "last", "max"])
+def test_pooling_modes_match_a_direct_computation(mode):
+    rng = np.random.default_rng(0)
+    data, n_tokens = _random_data(rng)
+    layer = pool_pieces(mode)
+    layer.initialize(X=[data])
+    (Y,) = layer.predict([data])
+    reduce = {"mean": np.mean, "max": lambda a, axis: a.max(axis=axis), "first": lambda a, axis: a[0],
+              "last": lambda a, axis: a[-1]}[mode]  # fmt: skip
+    for t in range(n_tokens):
+        pieces = data.alignment.pieces_of(t)
+        expected = reduce(data.hidden[-1][pieces], axis=0) if len(pieces) else np.zeros(4)
+        np.testing.assert_allclose(Y[t], expected, atol=1e-6)
+    # Backprop puts gradient only on the pieces each token used.
+    _, backprop = layer.begin_update([data])
+    (d_hidden,) = backprop([np.ones_like(Y)])
+    assert d_hidden.shape == data.hidden.shape
+    assert d_hidden[-1].sum() > 0 and not d_hidden[:-1].any()
+
+
+def test_layer_mix_learns_and_its_gradient_is_right():
+    rng = np.random.default_rng(1)
+    data, _ = _random_data(rng, n_layers=3)
+    layer = pool_pieces("mean", layers=2)
+    layer.initialize(X=[data])
+    layer.set_param("mix", np.array([0.3, -0.2], dtype="float32"))
+    target = rng.standard_normal((5, 4)).astype("float32")
+
+    def loss():
+        (Y,) = layer.predict([data])
+        return float(((Y - target) ** 2).sum() / 2)
+
+    Y, backprop = layer.begin_update([data])
+    backprop([Y[0] - target])
+    analytic = layer.get_grad("mix").copy()
+    numeric = []
+    for i in range(2):
+        mix = layer.get_param("mix").copy()
+        for sign in (1, -1):
+            bumped = mix.copy()
+            bumped[i] += sign * 1e-3
+            layer.set_param("mix", bumped)
+            numeric.append(loss())
+        layer.set_param("mix", mix)
+    numeric = np.array([(numeric[0] - numeric[1]) / 2e-3, (numeric[2] - numeric[3]) / 2e-3])
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-2, atol=1e-3)
+
+
+# ---- training, listeners, replace_listeners --------------------------------------------
+def test_ner_on_albert_features_learns(trained):
+    nlp, history = trained
+    assert history[-1] < 0.5 * history[0], history
+    found = ents(nlp, [TRAIN[0][0]])[0]
+    assert (0, 5, "PER") in found, found
+
+
+def test_trained_pipeline_round_trips(trained, tmp_path):
+    nlp, _ = trained
+    before = ents(nlp)
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert ents(loaded) == before
+    doc_a, doc_b = nlp(TEST_TEXTS[1]), loaded(TEST_TEXTS[1])
+    np.testing.assert_array_equal(doc_a._.albert_data.hidden, doc_b._.albert_data.hidden)
+    from_bytes = spacy.blank("en").from_config(nlp.config)
+    from_bytes.from_bytes(nlp.to_bytes())
+    assert ents(from_bytes) == before
+    assert (tmp_path / "pipeline" / "albert" / "model").exists()
+
+
+def test_replace_listeners_keeps_predictions(trained, tmp_path):
+    nlp, _ = trained
+    before = ents(nlp)
+    nlp.to_disk(tmp_path / "p")
+    copy = spacy.load(tmp_path / "p")
+    copy.replace_listeners("albert", "ner", ["model.tok2vec"])
+    assert copy.config["components"]["ner"]["model"]["tok2vec"]["@architectures"] == "spacy-albert.AlbertTok2Vec.v1"
+    copy.remove_pipe("albert")
+    assert ents(copy) == before
+    copy.to_disk(tmp_path / "q")
+    assert ents(spacy.load(tmp_path / "q")) == before
+
+
+def test_component_with_its_own_encoder_learns(albert_checkpoint):
+    tok2vec = {
+        "@architectures": "spacy-albert.AlbertTok2Vec.v1",
+        "pooling": "first",
+        "encoder": {**ARCH, "checkpoint": str(albert_checkpoint)},
+    }
+    nlp = make_nlp(albert_checkpoint, ner_tok2vec=tok2vec)
+    history = train(nlp, steps=40)
+    assert history[-1] < 0.5 * history[0]
+
+
+def test_two_listeners_share_one_encoder(albert_checkpoint):
+    nlp = make_nlp(albert_checkpoint)
+    nlp.add_pipe("tagger", config={"model": {"@architectures": "spacy.Tagger.v2", "tok2vec": {
+        "@architectures": "spacy-albert.AlbertListener.v1", "width": 32, "pooling": "max"}}})  # fmt: skip
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e, "tags": [("X", "Y")[i % 2] for i in range(len(nlp.make_doc(t)))]})
+                for t, e in TRAIN]  # fmt: skip
+    optimizer = nlp.initialize(lambda: examples)
+    assert sorted(nlp.get_pipe("albert").listening_components) == ["ner", "tagger"]
+    encoder_before = nlp.get_pipe("albert").model.layers[0].shims[0]._model.albert.encoder.embedding_hidden_mapping_in.weight.clone()
+    losses = {}
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer, losses=losses)
+    encoder_after = nlp.get_pipe("albert").model.layers[0].shims[0]._model.albert.encoder.embedding_hidden_mapping_in.weight
+    assert not torch.equal(encoder_before, encoder_after), "the shared encoder is fine-tuned"
+    assert losses["tagger"] > 0 and losses["ner"] > 0
+
+
+# ---- docs, DocBin, multiprocessing -------------------------------------------------------
+def test_doc_serialization_and_docbin_keep_outputs(trained):
+    nlp, _ = trained
+    docs = list(nlp.pipe(TEST_TEXTS))
+    restored = Doc(nlp.vocab).from_bytes(docs[1].to_bytes())
+    np.testing.assert_array_equal(restored._.albert_data.hidden, docs[1]._.albert_data.hidden)
+    np.testing.assert_array_equal(restored._.albert_data.alignment.indices, docs[1]._.albert_data.alignment.indices)
+    doc_bin = DocBin(store_user_data=True, docs=docs)
+    again = list(DocBin().from_bytes(doc_bin.to_bytes()).get_docs(nlp.vocab))
+    assert [d.text for d in again] == TEST_TEXTS
+    np.testing.assert_array_equal(again[0]._.albert_data.hidden, docs[0]._.albert_data.hidden)
+    without = list(DocBin(store_user_data=False, docs=docs).get_docs(nlp.vocab))
+    assert without[1]._.albert_data is None and [e.text for e in without[1].ents] == [e.text for e in docs[1].ents]
+
+
+def test_multiprocess_pipe_matches_single_process(trained):
+    nlp, _ = trained
+    texts = TEST_TEXTS * 3
+    single = [[(e.start_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+    multi = [[(e.start_char, e.label_) for e in d.ents] for d in nlp.pipe(texts, n_process=2, batch_size=4)]
+    assert multi == single
+
+
+# ---- registration, precision, errors -----------------------------------------------------
+def test_entry_points_and_registry():
+    factories = {e.name: e.value for e in importlib.metadata.entry_points(group="spacy_factories")}
+    assert factories["albert"] == "spacy_albert.pipeline.albert:make_albert"
+    archs = {e.name for e in importlib.metadata.entry_points(group="spacy_architectures")}
+    for name in ("spacy-albert.AlbertTransformer.v1", "spacy-albert.AlbertListener.v1", "spacy-albert.AlbertTok2Vec.v1"):
+        assert name in archs
+        assert callable(spacy.registry.architectures.get(name))
+
+
+def test_bfloat16_on_cpu_is_close_to_float32(albert_checkpoint):
+    full = encoder_only(albert_checkpoint)("Alice lives in Paris with Bob.")._.albert_data.hidden
+    low = encoder_only(albert_checkpoint, precision="bfloat16")("Alice lives in Paris with Bob.")._.albert_data.hidden
+    assert low.dtype == np.float32 and np.abs(low - full).max() < 0.1
+
+
+def test_uninitialised_and_mismatched_encoders_fail_clearly(albert_checkpoint):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert", config={"model": ARCH})
+    with pytest.raises(AlbertError, match="no vocabulary yet"):
+        nlp("Hello")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert", config={"model": {**ARCH, "hidden_size": 64}})
+    with pytest.raises(ShapeMismatchError, match="hidden_size=32.*built with hidden_size=64"):
+        nlp.get_pipe("albert").initialize(lambda: examples_for(nlp), checkpoint=str(albert_checkpoint))
+    nlp = make_nlp(albert_checkpoint)
+    nlp.remove_pipe("albert")
+    nlp.initialize(lambda: examples_for(nlp))
+    with pytest.raises(AlbertError, match="must run before its listeners"):
+        nlp("Alice lives here.")
+
+
+def test_pooling_handles_docs_without_tokens():
+    ops = NumpyOps()
+    layer = pool_pieces("max")
+    empty = AlbertDocData(np.zeros(0), np.zeros((1, 0, 4), "float32"), Alignment(np.zeros(0, "int32"), np.zeros(0, "int32")))
+    layer.initialize(X=[empty])
+    (Y,) = layer.predict([empty])
+    assert Y.shape == (0, 4)
+    assert ops.xp is np

@@ -349,3 +349,36 @@ def test_pooling_handles_docs_without_tokens():
     (Y,) = layer.predict([empty])
     assert Y.shape == (0, 4)
     assert ops.xp is np
+
+
+LISTENER = {"@architectures": "spacy-albert.AlbertListener.v1", "width": TINY_ALBERT["hidden_size"]}
+BUILTINS = {
+    "textcat": ({"@architectures": "spacy.TextCatReduce.v1", "exclusive_classes": True, "use_reduce_first": False,
+                 "use_reduce_last": False, "use_reduce_max": True, "use_reduce_mean": True, "nO": None},
+                lambda doc, i: {"cats": {"A": float(i % 2 == 0), "B": float(i % 2 == 1)}}),
+    "spancat": ({"@architectures": "spacy.SpanCategorizer.v1",
+                 "reducer": {"@layers": "spacy.mean_max_reducer.v1", "hidden_size": 16},
+                 "scorer": {"@layers": "spacy.LinearLogistic.v1", "nO": None, "nI": None}},
+                lambda doc, i: {"spans": {"sc": [(0, len(doc[0].text), "FIRST")]}}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_builtin_components_train_on_listener_features(albert_checkpoint, name):
+    architecture, annotate = BUILTINS[name]
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert", config={"model": ARCH})
+    nlp.config["initialize"]["components"]["albert"] = {"checkpoint": str(albert_checkpoint)}
+    nlp.add_pipe(name, config={"model": {**architecture, "tok2vec": LISTENER}})
+    examples = []
+    for i, (text, _) in enumerate(TRAIN):
+        doc = nlp.make_doc(text)
+        examples.append(Example.from_dict(doc, annotate(doc, i)))
+    optimizer = nlp.initialize(lambda: examples)
+    history = []
+    for _ in range(25):
+        losses = {}
+        nlp.update(examples, sgd=optimizer, losses=losses)
+        history.append(losses[name])
+    assert history[-1] < history[0], history
+    assert nlp.evaluate(examples)  # the component's scorer runs on its predictions

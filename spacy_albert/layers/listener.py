@@ -44,7 +44,7 @@ class AlbertListener(Model):
         self._batch_id: Optional[int] = None
         self._outputs: Optional[List[AlbertDocData]] = None
         self._backprop: Optional[Callable] = None
-        self._initializing = False
+        self._init_docs: dict[int, str] = {}
 
     @classmethod
     def get_batch_id(cls, inputs: List[Doc]) -> int:
@@ -53,6 +53,7 @@ class AlbertListener(Model):
 
     def receive(self, batch_id: int, outputs: List[AlbertDocData], backprop: Callable) -> None:
         self._batch_id, self._outputs, self._backprop = batch_id, outputs, backprop
+        self._init_docs = {}
 
     def verify_inputs(self, inputs: List[Doc]) -> bool:
         if self._batch_id is None and self._outputs is None:
@@ -69,16 +70,15 @@ def _listener_init(model: AlbertListener, X: Any = None, Y: Any = None) -> None:
     model.layers[0].set_dim("nO", model.get_dim("nO"), force=True)
     model.layers[0].initialize()
     # Layers after the listener are initialised on its output for a doc sample the albert
-    # component has not annotated: that one prediction gives zero vectors of the right shape.
-    model._initializing = True
+    # component has not annotated: predictions on those very docs give zero vectors.
+    model._init_docs = {id(doc): doc.text for doc in X or []}
 
 
 def _stored_outputs(model: AlbertListener, docs: List[Doc]) -> List[AlbertDocData]:
-    initializing, model._initializing = model._initializing, False
     outputs = []
     for doc in docs:
         data = doc._.get(DOC_EXTENSION)
-        if data is None and initializing:
+        if data is None and model._init_docs.get(id(doc)) == doc.text:
             data = _zero_data(len(doc), model.get_dim("nO"))
         if data is None:
             if len(doc):

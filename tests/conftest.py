@@ -36,6 +36,11 @@ town short morning total outside rate figure class art century north usually pla
 evidence million sound black strong hard various says believe type value play surface soon mean near
 table lines modern road tax personal process situation alone gone idea increase nor private thinking
 """.split()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fast unit tests first, end-to-end (`slow`) tests after."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
 _SUFFIXES = ["", "", "", "", "s", "ing", "ed", "ly", "ness", "tion", "er", "able"]
 _EXTRAS = [
     "café", "naïve", "résumé", "Zürich", "São Paulo", "Ångström", "jalapeño", "façade", "Ünïcödé",

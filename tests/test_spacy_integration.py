@@ -82,10 +82,11 @@ def reference_model(albert_checkpoint):
     return hf.AlbertModel.from_pretrained(albert_checkpoint, add_pooling_layer=False).eval()
 
 
-def reference_states(reference_model, tokenizer, piece_ids: np.ndarray) -> np.ndarray:
+def reference_states(reference_model, tokenizer, piece_ids: np.ndarray, cls: bool = False) -> np.ndarray:
     ids = [tokenizer.cls_token_id, *piece_ids.tolist(), tokenizer.sep_token_id]
     with torch.no_grad():
-        return reference_model(torch.tensor([ids])).last_hidden_state[0, 1:-1].numpy()
+        states = reference_model(torch.tensor([ids])).last_hidden_state[0]
+    return states[0].numpy() if cls else states[1:-1].numpy()
 
 
 def encoder_only(checkpoint, **cfg):
@@ -100,13 +101,16 @@ def encoder_only(checkpoint, **cfg):
 def test_piece_states_equal_albert_model(albert_checkpoint, reference_model):
     nlp = encoder_only(albert_checkpoint)
     tokenizer = nlp.get_pipe("albert").model.attrs["albert"].tokenizer
-    texts = ["Hello world, this is Zürich!", "Short.", "A somewhat longer sentence with 1,000,000 things in it."]
+    texts = ["Hello world, this is Zürich!", "Short.", "", "A somewhat longer sentence with 1,000,000 things in it."]
     for doc in nlp.pipe(texts, batch_size=2):
         data = doc._.albert_data
         assert data.hidden.shape == (1, len(data.piece_ids), TINY_ALBERT["hidden_size"])
         expected = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
         assert data.piece_ids.tolist() == expected
         np.testing.assert_allclose(data.hidden[0], reference_states(reference_model, tokenizer, data.piece_ids),
+                                   atol=1e-5, rtol=0)  # fmt: skip
+        # The [CLS] state too (an empty doc is "[CLS] [SEP]", as the reference encodes "").
+        np.testing.assert_allclose(data.cls[0], reference_states(reference_model, tokenizer, data.piece_ids, cls=True),
                                    atol=1e-5, rtol=0)  # fmt: skip
 
 
@@ -190,7 +194,8 @@ def test_pooling_modes_match_a_direct_computation(mode):
         np.testing.assert_allclose(Y[t], expected, atol=1e-6)
     # Backprop puts gradient only on the pieces each token used.
     _, backprop = layer.begin_update([data])
-    (d_hidden,) = backprop([np.ones_like(Y)])
+    (d_data,) = backprop([np.ones_like(Y)])
+    d_hidden = d_data.hidden
     assert d_hidden.shape == data.hidden.shape
     assert d_hidden[-1].sum() > 0 and not d_hidden[:-1].any()
 

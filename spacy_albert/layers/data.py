@@ -17,13 +17,16 @@ class AlbertDocData:
     """ALBERT's output for one doc.
 
     `hidden` is [n_layers, n_pieces, hidden_size]: the last `n_layers` hidden states of every
-    piece (overlapping windows averaged), `piece_ids` the SentencePiece ids, and `alignment`
-    maps each spaCy token to the pieces overlapping it.
+    piece (overlapping windows averaged), `cls` [n_layers, hidden_size] the [CLS] states
+    (averaged over the doc's windows), `piece_ids` the SentencePiece ids, and `alignment`
+    maps each spaCy token to the pieces overlapping it. Gradients travel back in the same
+    class (a `cls` of None is a zero gradient).
     """
 
     piece_ids: np.ndarray
     hidden: Any  # numpy or cupy array [n_layers, n_pieces, width]
     alignment: Alignment
+    cls: Any = None  # [n_layers, width]
 
     @property
     def width(self) -> int:
@@ -33,23 +36,33 @@ class AlbertDocData:
     def n_pieces(self) -> int:
         return int(self.hidden.shape[1])
 
+    def with_arrays(self, hidden: Any, cls: Any = None) -> "AlbertDocData":
+        """The same doc's data (or gradient) with other arrays."""
+        return AlbertDocData(self.piece_ids, hidden, self.alignment, cls)
+
     def to_numpy(self) -> "AlbertDocData":
-        xp = get_array_module(self.hidden)
-        hidden = self.hidden if xp is np else self.hidden.get()
-        return AlbertDocData(self.piece_ids, np.asarray(hidden, dtype="float32"), self.alignment)
+        def host(array: Any) -> Any:
+            if array is None:
+                return None
+            array = array if get_array_module(array) is np else array.get()
+            return np.asarray(array, dtype="float32")
+
+        return self.with_arrays(host(self.hidden), host(self.cls))
 
     def to_dict(self) -> dict[str, Any]:
         data = self.to_numpy()
         return {
             "piece_ids": data.piece_ids,
             "hidden": data.hidden,
+            "cls": data.cls,
             "lengths": data.alignment.lengths,
             "indices": data.alignment.indices,
         }
 
     @classmethod
     def from_dict(cls, msg: dict[str, Any]) -> "AlbertDocData":
-        return cls(msg["piece_ids"], msg["hidden"], Alignment(msg["lengths"], msg["indices"]))
+        alignment = Alignment(msg["lengths"], msg["indices"])
+        return cls(msg["piece_ids"], msg["hidden"], alignment, msg.get("cls"))
 
 
 @srsly.msgpack_encoders("albert_doc_data")

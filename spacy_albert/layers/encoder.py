@@ -53,14 +53,18 @@ class WindowBatch:
 
     For chunk c: `input_ids[c]`/`attention_mask[c]` are [n_windows, length] and the pieces of
     its windows sit at flat positions `source[c]` and belong at rows `target[c]` of the
-    concatenated pieces of all docs. `counts` is how many windows saw each piece.
+    concatenated pieces of all docs. `counts` is how many windows saw each piece; row r of
+    chunk c is a window of doc `window_doc[c][r]`, and `doc_windows` counts each doc's windows
+    (every doc has at least one: an empty doc is encoded as "[CLS] [SEP]").
     """
 
     input_ids: list[np.ndarray]
     attention_mask: list[np.ndarray]
     source: list[np.ndarray]
     target: list[np.ndarray]
+    window_doc: list[np.ndarray]
     counts: np.ndarray
+    doc_windows: np.ndarray
     doc_lengths: list[int]
     n_layers: int = 1
 
@@ -78,16 +82,20 @@ def make_windows(
     n_layers: int = 1,
 ) -> WindowBatch:
     """Cut each doc's pieces into windows over its spans and group them by length."""
-    items: list[tuple[int, int, int]] = []  # (length, doc offset + start, doc offset + end)
+    items: list[tuple[int, int, int, int]] = []  # (length, start, end, doc), start/end over all docs
     offset = 0
     all_ids = np.concatenate(piece_ids) if piece_ids else np.zeros(0, dtype="int64")
-    for ids, spans in zip(piece_ids, doc_spans):
-        for start, end in span_windows(spans, window, stride):
-            items.append((end - start, offset + start, offset + end))
+    doc_windows = np.zeros(len(piece_ids), dtype="float32")
+    for doc, (ids, spans) in enumerate(zip(piece_ids, doc_spans)):
+        windows = span_windows(spans, window, stride) or [(0, 0)]
+        for start, end in windows:
+            items.append((end - start, offset + start, offset + end, doc))
+        doc_windows[doc] = len(windows)
         offset += len(ids)
     counts = np.zeros(offset, dtype="float32")
     items.sort(key=lambda item: item[0], reverse=True)
-    batch = WindowBatch([], [], [], [], counts, [len(ids) for ids in piece_ids], n_layers)
+    lengths = [len(ids) for ids in piece_ids]
+    batch = WindowBatch([], [], [], [], [], counts, doc_windows, lengths, n_layers)
     i = 0
     while i < len(items):
         width = items[i][0] + 2
@@ -97,7 +105,7 @@ def make_windows(
         ids = np.full((len(chunk), width), pad_id, dtype="int64")
         mask = np.zeros((len(chunk), width), dtype="int64")
         sources, targets = [], []
-        for row, (length, start, end) in enumerate(chunk):
+        for row, (length, start, end, _) in enumerate(chunk):
             ids[row, 0] = cls_id
             ids[row, 1 : length + 1] = all_ids[start:end]
             ids[row, length + 1] = sep_id
@@ -107,8 +115,9 @@ def make_windows(
             counts[start:end] += 1
         batch.input_ids.append(ids)
         batch.attention_mask.append(mask)
-        batch.source.append(np.concatenate(sources))
-        batch.target.append(np.concatenate(targets))
+        batch.source.append(np.concatenate(sources).astype("int64"))
+        batch.target.append(np.concatenate(targets).astype("int64"))
+        batch.window_doc.append(np.array([item[3] for item in chunk], dtype="int64"))
     return batch
 
 
@@ -140,14 +149,18 @@ class WindowedEncoder(nn.Module):
         attention_mask: list[torch.Tensor],
         source: list[torch.Tensor],
         target: list[torch.Tensor],
+        window_doc: list[torch.Tensor],
         counts: torch.Tensor,
+        doc_windows: torch.Tensor,
         n_layers: int = 1,
-    ) -> torch.Tensor:
-        """Hidden states [n_layers, n_pieces, width] of all pieces of the batch."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states [n_layers, n_pieces, width] of all pieces of the batch, and each
+        doc's [CLS] states [n_layers, n_docs, width] (averaged over its windows)."""
         width = self.config.hidden_size
         out = counts.new_zeros((n_layers, counts.shape[0], width))
+        cls = counts.new_zeros((n_layers, doc_windows.shape[0], width))
         with self._autocast(counts.device):
-            for ids, mask, src, tgt in zip(input_ids, attention_mask, source, target):
+            for ids, mask, src, tgt, docs in zip(input_ids, attention_mask, source, target, window_doc):
                 result = self.albert(ids, attention_mask=mask, output_hidden_states=n_layers > 1)
                 if n_layers > 1:
                     states = torch.stack(result.hidden_states[-n_layers:])
@@ -155,4 +168,5 @@ class WindowedEncoder(nn.Module):
                     states = result.last_hidden_state.unsqueeze(0)
                 flat = states.reshape(n_layers, -1, width)[:, src].float()
                 out = out.index_add(1, tgt, flat)
-        return out / counts.clamp(min=1).view(1, -1, 1)
+                cls = cls.index_add(1, docs, states[:, :, 0].float())
+        return out / counts.clamp(min=1).view(1, -1, 1), cls / doc_windows.view(1, -1, 1)

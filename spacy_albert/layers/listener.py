@@ -95,7 +95,8 @@ def _zero_data(n_tokens: int, width: int) -> AlbertDocData:
     """Zero states: one zero piece shared by `n_tokens` tokens."""
     n_pieces = 1 if n_tokens else 0
     alignment = Alignment(numpy.full(n_tokens, 1, dtype="int32"), numpy.zeros(n_tokens, dtype="int32"))
-    return AlbertDocData(numpy.zeros(n_pieces, "int64"), numpy.zeros((1, n_pieces, width), "float32"), alignment)
+    hidden = numpy.zeros((1, n_pieces, width), "float32")
+    return AlbertDocData(numpy.zeros(n_pieces, "int64"), hidden, alignment, numpy.zeros((1, width), "float32"))
 
 
 def _listener_forward(model: AlbertListener, docs: List[Doc], is_train: bool) -> tuple[List[Floats2d], Callable]:
@@ -115,11 +116,11 @@ def _listener_forward(model: AlbertListener, docs: List[Doc], is_train: bool) ->
     grad_factor = model.attrs["grad_factor"]
 
     def backprop(d_tokvecs: List[Floats2d]) -> List[Doc]:
-        d_hidden = backprop_pool(d_tokvecs)
+        d_outputs = backprop_pool(d_tokvecs)
         if grad_factor != 1.0:
-            d_hidden = [d * grad_factor for d in d_hidden]
+            d_outputs = scale_gradients(d_outputs, grad_factor)
         if backprop_upstream is not None and grad_factor:
-            backprop_upstream(d_hidden)
+            backprop_upstream(d_outputs)
         return []
 
     return tokvecs, backprop
@@ -133,9 +134,13 @@ def albert_listener(
     return AlbertListener(upstream, width, pool_pieces(pooling, layers), grad_factor)
 
 
+def scale_gradients(d_outputs: List[AlbertDocData], factor: float) -> List[AlbertDocData]:
+    return [d.with_arrays(d.hidden * factor, None if d.cls is None else d.cls * factor) for d in d_outputs]
+
+
 def _scale_gradient(factor: float) -> Model:
     def forward(model: Model, X: Any, is_train: bool) -> tuple[Any, Callable]:
-        return X, lambda dX: [d * factor for d in dX]
+        return X, lambda dX: scale_gradients(dX, factor)
 
     return Model("albert_grad_factor", forward, attrs={"factor": factor})
 

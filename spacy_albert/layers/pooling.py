@@ -128,7 +128,8 @@ def _forward(model: Model, docs_data: List[AlbertDocData], is_train: bool) -> tu
         dX = ops.alloc2f(*X.shape)
         ops.scatter_add(dX, indices, dG)
         bounds = numpy.cumsum([0] + n_pieces)
-        return backprop_mix([dX[bounds[i] : bounds[i + 1]] for i in range(len(n_pieces))])
+        d_hidden = backprop_mix([dX[bounds[i] : bounds[i + 1]] for i in range(len(n_pieces))])
+        return [data.with_arrays(d) for data, d in zip(docs_data, d_hidden)]
 
     token_bounds = numpy.cumsum([0] + n_tokens)
     return [Y[token_bounds[i] : token_bounds[i + 1]] for i in range(len(n_tokens))], backprop

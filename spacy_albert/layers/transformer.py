@@ -135,19 +135,22 @@ def _convert_inputs(model: Model, batch: WindowBatch, is_train: bool) -> tuple[A
         "attention_mask": tensors(batch.attention_mask),
         "source": tensors(batch.source),
         "target": tensors(batch.target),
+        "window_doc": tensors(batch.window_doc),
         "counts": torch.as_tensor(batch.counts, device=device),
+        "doc_windows": torch.as_tensor(batch.doc_windows, device=device),
         "n_layers": batch.n_layers,
     }
     return ArgsKwargs(args=(), kwargs=kwargs), lambda d_inputs: batch
 
 
 def _convert_outputs(model: Model, inputs_outputs: tuple, is_train: bool) -> tuple[Any, Callable]:
-    _, output = inputs_outputs
+    _, (hidden, cls) = inputs_outputs
 
-    def backprop(d_output: Any) -> ArgsKwargs:
-        return ArgsKwargs(args=(output,), kwargs={"grad_tensors": (xp2torch(d_output),)})
+    def backprop(d_output: tuple[Any, Any]) -> ArgsKwargs:
+        d_hidden, d_cls = d_output
+        return ArgsKwargs(args=((hidden, cls),), kwargs={"grad_tensors": (xp2torch(d_hidden), xp2torch(d_cls))})
 
-    return torch2xp(output), backprop
+    return (torch2xp(hidden), torch2xp(cls)), backprop
 
 
 def _doc_spans(doc: Doc, alignment: Any, n_pieces: int, mode: str) -> list[tuple[int, int]]:
@@ -190,20 +193,20 @@ def forward(model: Model, docs: List[Doc], is_train: bool) -> tuple[List[AlbertD
         max_batch_pieces=model.attrs["max_batch_pieces"],
         n_layers=model.attrs["output_layers"],
     )
+    if not docs:
+        return [], lambda d_outputs: []
     xp = model.ops.xp
-    if not batch.input_ids:  # nothing to encode: all docs empty
-        empty = xp.zeros((batch.n_layers, 0, config.hidden_size), dtype="float32")
-        outputs = [AlbertDocData(ids, empty, a) for ids, a in zip(piece_ids, alignments)]
-        return outputs, lambda d_outputs: []
-    hidden, backprop_encoder = _encoder_node(model)(batch, is_train)
+    (hidden, cls), backprop_encoder = _encoder_node(model)(batch, is_train)
     bounds = np.cumsum([0] + batch.doc_lengths)
     outputs = [
-        AlbertDocData(ids, hidden[:, bounds[i] : bounds[i + 1]], alignment)
+        AlbertDocData(ids, hidden[:, bounds[i] : bounds[i + 1]], alignment, cls[:, i])
         for i, (ids, alignment) in enumerate(zip(piece_ids, alignments))
     ]
 
-    def backprop(d_outputs: List[Any]) -> List[Doc]:
-        backprop_encoder(xp.concatenate(d_outputs, axis=1))
+    def backprop(d_outputs: List[AlbertDocData]) -> List[Doc]:
+        d_hidden = xp.concatenate([d.hidden for d in d_outputs], axis=1)
+        d_cls = xp.stack([xp.zeros_like(cls[:, 0]) if d.cls is None else d.cls for d in d_outputs], axis=1)
+        backprop_encoder((d_hidden, d_cls))
         return []
 
     return outputs, backprop

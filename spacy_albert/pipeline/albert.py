@@ -91,15 +91,18 @@ class AlbertComponent(Tok2Vec):
         docs = [eg.predicted for eg in examples]
         set_dropout_rate(self.model, drop)
         outputs, backprop_encoder = self.model.begin_update(docs)
-        d_hidden = [self.model.ops.alloc(o.hidden.shape, dtype="float32") for o in outputs]
+        ops = self.model.ops
+        d_outputs = [o.with_arrays(ops.alloc(o.hidden.shape), ops.alloc(o.cls.shape)) for o in outputs]
 
-        def accumulate(one_d_hidden: List) -> None:
-            for total, d in zip(d_hidden, one_d_hidden):
-                total += d
+        def accumulate(one_d_outputs: List[AlbertDocData]) -> None:
+            for total, d in zip(d_outputs, one_d_outputs):
+                total.hidden += d.hidden
+                if d.cls is not None:
+                    total.cls += d.cls
 
-        def backprop(one_d_hidden: List) -> List[Doc]:
-            accumulate(one_d_hidden)
-            backprop_encoder(d_hidden)
+        def backprop(one_d_outputs: List[AlbertDocData]) -> List[Doc]:
+            accumulate(one_d_outputs)
+            backprop_encoder(d_outputs)
             if sgd is not None:
                 self.finish_update(sgd)
             return []

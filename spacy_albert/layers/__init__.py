@@ -3,6 +3,7 @@
 from .data import AlbertDocData
 from .listener import AlbertListener, albert_listener, albert_tok2vec
 from .pooling import pool_pieces
+from .task_model import build_task_model, export_task_model, load_task_checkpoint, run_task_model
 from .transformer import build_albert_transformer, get_torch_encoder, load_checkpoint
 
 __all__ = [
@@ -11,6 +12,10 @@ __all__ = [
     "albert_listener",
     "albert_tok2vec",
     "build_albert_transformer",
+    "build_task_model",
+    "export_task_model",
+    "load_task_checkpoint",
+    "run_task_model",
     "get_torch_encoder",
     "load_checkpoint",
     "pool_pieces",

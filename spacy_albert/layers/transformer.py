@@ -11,20 +11,17 @@ never needs the original checkpoint.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import numpy as np
-import srsly
 import torch
 from spacy.tokens import Doc
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, PyTorchWrapper_v2, torch2xp, xp2torch
-from thinc.model import deserialize_attr, serialize_attr
 from thinc.util import get_torch_default_device
 
-from ..errors import AlbertError, ShapeMismatchError
+from ..errors import ShapeMismatchError
 from ..hub import resolve_model_dir
 from ..models.checkpoint import check_vocab_matches, read_checkpoint_weights
 from ..models.configuration import AlbertConfig
@@ -32,64 +29,21 @@ from ..tokenization.alignment import align_pieces
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
 from .data import AlbertDocData
 from .encoder import WindowBatch, WindowedEncoder, make_windows
+from .state import REBUILDERS, AlbertState, deserialize_weights, serialize_weights
 
 SPAN_MODES = ("strided", "sentences")
 PRECISIONS = ("float32", "bfloat16", "float16")
 
 
-class AlbertState:
-    """The encoder's config and tokenizer, kept in the thinc model's attrs and serialized
-    with it (restoring the config rebuilds the torch module before its weights load)."""
-
-    def __init__(self, config: AlbertConfig, tokenizer: Optional[AlbertTokenizerFast] = None) -> None:
-        self.config = config
-        self.tokenizer = tokenizer
-        self._backend: Any = None
-
-    @property
-    def backend(self) -> Any:
-        """A copy of the fast tokenizer's backend without truncation or padding."""
-        if self._backend is None:
-            if self.tokenizer is None:
-                raise AlbertError(
-                    "The ALBERT encoder has no vocabulary yet: run nlp.initialize() with a checkpoint "
-                    "(e.g. [initialize.components.albert] checkpoint = \"path/to/albert\") or load a saved pipeline."
-                )
-            from tokenizers import Tokenizer
-
-            backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
-            backend.no_truncation()
-            backend.no_padding()
-            self._backend = backend
-        return self._backend
-
-
-@serialize_attr.register(AlbertState)
-def _serialize_state(_: AlbertState, value: AlbertState, name: str, model: Model) -> bytes:
-    files: dict[str, bytes] = {}
-    if value.tokenizer is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            value.tokenizer.save_pretrained(tmp)
-            files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
-    return srsly.msgpack_dumps({"config": value.config.to_dict(), "tokenizer": files})
-
-
-@deserialize_attr.register(AlbertState)
-def _deserialize_state(_: AlbertState, value: bytes, name: str, model: Model) -> AlbertState:
-    msg = srsly.msgpack_loads(value)
-    config = AlbertConfig.from_dict(msg["config"])
-    tokenizer = None
-    if msg["tokenizer"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            for filename, data in msg["tokenizer"].items():
-                (Path(tmp) / filename).write_bytes(data)
-            tokenizer = AlbertTokenizerFast.from_pretrained(tmp)
-    _set_encoder(model, WindowedEncoder(config, model.attrs["precision"]))
-    return AlbertState(config, tokenizer)
-
-
 def _encoder_node(model: Model) -> Model:
     return model.layers[0]
+
+
+def _rebuild(model: Model, config: AlbertConfig) -> None:
+    _set_encoder(model, WindowedEncoder(config, model.attrs["precision"]))
+
+
+REBUILDERS["albert_transformer"] = _rebuild
 
 
 def _set_encoder(model: Model, encoder: WindowedEncoder) -> None:
@@ -121,7 +75,8 @@ def load_checkpoint(model: Model, name_or_path: str | Path) -> None:
     tokenizer = AlbertTokenizerFast.from_pretrained(directory)
     check_vocab_matches(tokenizer, config)
     _set_encoder(model, encoder.eval())
-    state.config, state.tokenizer, state._backend = config, tokenizer, None
+    state.config = config
+    state.set_tokenizer(tokenizer)
 
 
 def _convert_inputs(model: Model, batch: WindowBatch, is_train: bool) -> tuple[ArgsKwargs, Callable]:
@@ -283,8 +238,8 @@ def build_albert_transformer(
     encoder.shims[0] = PyTorchShim(
         shim._model,
         grad_scaler=shim._grad_scaler,
-        serialize_model=_serialize_weights,
-        deserialize_model=_deserialize_weights,
+        serialize_model=serialize_weights,
+        deserialize_model=deserialize_weights,
     )
     return Model(
         "albert_transformer",
@@ -303,17 +258,3 @@ def build_albert_transformer(
             "max_batch_pieces": max_batch_pieces,
         },
     )
-
-
-def _serialize_weights(module: torch.nn.Module) -> bytes:
-    from safetensors.torch import save
-
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    return save(state, metadata={"format": "pt"})
-
-
-def _deserialize_weights(module: torch.nn.Module, data: bytes, device: torch.device) -> torch.nn.Module:
-    from safetensors.torch import load
-
-    module.load_state_dict(load(data))
-    return module.to(device)

@@ -1,0 +1,109 @@
+"""State that ALBERT thinc models keep beside their torch module: the encoder config and
+the tokenizer (in `model.attrs["albert"]`), serialized with the model. Restoring a config
+rebuilds the torch module (through `REBUILDERS[model.name]`) before its weights load, so
+the shapes always come from the saved model, never from the construction-time config."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import srsly
+import torch
+from thinc.api import Model
+from thinc.model import deserialize_attr, serialize_attr
+
+from ..errors import AlbertError
+from ..models.configuration import AlbertConfig
+from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
+
+# model.name -> function putting a torch module built from a config into the model.
+REBUILDERS: dict[str, Callable[[Model, AlbertConfig], None]] = {}
+
+
+class AlbertState:
+    """The encoder's config and tokenizer, kept in the thinc model's attrs and serialized
+    with it (restoring the config rebuilds the torch module before its weights load).
+
+    The tokenizer's files (`spiece.model`, `tokenizer.json`, configs) are kept as bytes, so a
+    saved pipeline can export a complete Hugging Face checkpoint without the original files.
+    """
+
+    def __init__(self, config: AlbertConfig, tokenizer_files: Optional[dict[str, bytes]] = None) -> None:
+        self.config = config
+        self.tokenizer: Optional[AlbertTokenizerFast] = None
+        self.tokenizer_files: dict[str, bytes] = {}
+        self._backend: Any = None
+        if tokenizer_files:
+            self.set_tokenizer_files(tokenizer_files)
+
+    def set_tokenizer(self, tokenizer: AlbertTokenizerFast) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenizer.save_pretrained(tmp)
+            self.tokenizer_files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+        self.tokenizer, self._backend = tokenizer, None
+
+    def set_tokenizer_files(self, files: dict[str, bytes]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_tokenizer(tmp, files)
+            self.tokenizer = AlbertTokenizerFast.from_pretrained(tmp)
+        self.tokenizer_files, self._backend = dict(files), None
+
+    def save_tokenizer(self, directory: str | Path, files: Optional[dict[str, bytes]] = None) -> None:
+        """Write the tokenizer's files (what transformers' tokenizers load) to `directory`."""
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        for filename, data in (self.tokenizer_files if files is None else files).items():
+            (Path(directory) / filename).write_bytes(data)
+
+    @property
+    def backend(self) -> Any:
+        """A copy of the fast tokenizer's backend without truncation or padding."""
+        if self._backend is None:
+            if self.tokenizer is None:
+                raise AlbertError(
+                    "The ALBERT encoder has no vocabulary yet: run nlp.initialize() with a checkpoint "
+                    "(e.g. [initialize.components.albert] checkpoint = \"path/to/albert\") or load a saved pipeline."
+                )
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+            backend.no_truncation()
+            backend.no_padding()
+            self._backend = backend
+        return self._backend
+
+
+@serialize_attr.register(AlbertState)
+def _serialize_state(_: AlbertState, value: AlbertState, name: str, model: Model) -> bytes:
+    return srsly.msgpack_dumps({"config": value.config.to_dict(), "tokenizer": value.tokenizer_files})
+
+
+@deserialize_attr.register(AlbertState)
+def _deserialize_state(_: AlbertState, value: bytes, name: str, model: Model) -> AlbertState:
+    msg = srsly.msgpack_loads(value)
+    config = AlbertConfig.from_dict(msg["config"])
+    REBUILDERS[model.name](model, config)
+    return AlbertState(config, msg["tokenizer"])
+
+
+def serialize_weights(module: torch.nn.Module) -> bytes:
+    """The module's weights as safetensors bytes, tied weights (the MLM decoder) stored once."""
+    from safetensors.torch import save
+
+    tied = set(getattr(module, "_tied_weights_keys", ()))
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items() if k not in tied}
+    return save(state, metadata={"format": "pt"})
+
+
+def deserialize_weights(module: torch.nn.Module, data: bytes, device: torch.device) -> torch.nn.Module:
+    from safetensors.torch import load
+
+    result = module.load_state_dict(load(data), strict=False)
+    missing = set(result.missing_keys) - set(getattr(module, "_tied_weights_keys", ()))
+    if missing or result.unexpected_keys:
+        raise AlbertError(f"Saved weights do not fit the model: missing {sorted(missing)}, "
+                          f"unexpected {sorted(result.unexpected_keys)}.")  # fmt: skip
+    if hasattr(module, "tie_weights"):
+        module.tie_weights()
+    return module.to(device)

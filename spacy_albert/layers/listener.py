@@ -134,6 +134,19 @@ def albert_listener(
     return AlbertListener(upstream, width, pool_pieces(pooling, layers), grad_factor)
 
 
+def _identity() -> Model[List[AlbertDocData], List[AlbertDocData]]:
+    return Model("albert_identity", lambda model, X, is_train: (X, lambda dY: dY), dims={"nO": None})
+
+
+@registry.architectures("spacy-albert.AlbertDocListener.v1")
+def albert_doc_listener(
+    width: int, upstream: str = "*", grad_factor: float = 1.0
+) -> Model[List[Doc], List[AlbertDocData]]:
+    """The shared `albert` component's raw output (piece and [CLS] states) for heads that
+    need more than token vectors, such as sequence classification."""
+    return AlbertListener(upstream, width, _identity(), grad_factor)
+
+
 def scale_gradients(d_outputs: List[AlbertDocData], factor: float) -> List[AlbertDocData]:
     return [d.with_arrays(d.hidden * factor, None if d.cls is None else d.cls * factor) for d in d_outputs]
 

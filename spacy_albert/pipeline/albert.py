@@ -60,8 +60,12 @@ class AlbertComponent(Tok2Vec):
 
     @staticmethod
     def _replace_listener(model: Model, listener: AlbertListener, albert: "AlbertComponent") -> Model:
-        """A copy of the encoder with the listener's own pooling (learned mix included)."""
-        return tok2vec_chain(model, listener.layers[0].copy(), listener.attrs["grad_factor"])
+        """A copy of the encoder with the listener's own pooling (learned mix included); a
+        listener to the raw output (AlbertDocListener) becomes the encoder copy itself."""
+        pool = listener.layers[0]
+        if pool.name == "albert_identity":
+            return model
+        return tok2vec_chain(model, pool.copy(), listener.attrs["grad_factor"])
 
     def predict(self, docs: Iterable[Doc]) -> List[AlbertDocData]:
         docs = list(docs)
@@ -131,7 +135,10 @@ class AlbertComponent(Tok2Vec):
 
 
 def _replace_listener_cfg(albert_model_cfg: dict, listener_cfg: dict) -> dict:
-    """The config of what a listener becomes: AlbertTok2Vec over a copy of the encoder."""
+    """The config of what a listener becomes: AlbertTok2Vec over a copy of the encoder (or
+    the encoder itself, for a listener to the raw output)."""
+    if listener_cfg.get("@architectures") == "spacy-albert.AlbertDocListener.v1":
+        return albert_model_cfg
     return {
         "@architectures": "spacy-albert.AlbertTok2Vec.v1",
         "encoder": albert_model_cfg,

@@ -1,0 +1,231 @@
+"""`albert_textcat`: document categories from ALBERT's [CLS] state, as
+`AlbertForSequenceClassification` computes them (pooler, dropout, linear), either exclusive
+(softmax, single-label) or multi-label (sigmoid), written to `doc.cats`.
+
+A checkpoint with a fine-tuned sequence-classification head (`id2label`) gives a working
+component without training; `export()` writes encoder + head back in that format.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+import numpy as np
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.scorer import Scorer
+from spacy.tokens import Doc
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.util import registry
+from spacy.vocab import Vocab
+from thinc.api import Model, Optimizer, set_dropout_rate
+from thinc.types import Floats2d
+
+from ..errors import AlbertError
+from ..models.modeling_albert import AlbertForSequenceClassification
+from .encoder_heads import export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
+
+DEFAULT_TEXTCAT_MODEL = """
+[model]
+@architectures = "spacy-albert.SequenceClassifier.v1"
+nO = null
+dropout = 0.1
+
+[model.tok2vec]
+@architectures = "spacy-albert.AlbertTransformer.v1"
+"""
+
+
+@registry.scorers("spacy-albert.textcat_scorer.v1")
+def make_textcat_scorer() -> Callable:
+    def score(examples: Iterable[Example], *, labels: List[str], exclusive: bool, threshold: float, **kwargs: Any):
+        return Scorer.score_cats(
+            examples, "cats", labels=labels, multi_label=not exclusive, threshold=threshold, **kwargs
+        )
+
+    return score
+
+
+@Language.factory(
+    "albert_textcat",
+    assigns=["doc.cats"],
+    default_config={"model": DEFAULT_TEXTCAT_MODEL, "exclusive_classes": True, "threshold": 0.5,
+                    "scorer": {"@scorers": "spacy-albert.textcat_scorer.v1"}},  # fmt: skip
+    default_score_weights={"cats_score": 1.0, "cats_macro_f": None, "cats_macro_auc": None, "cats_micro_f": None,
+                           "cats_f_per_type": None},  # fmt: skip
+)
+def make_albert_textcat(
+    nlp: Language, name: str, model: Model, exclusive_classes: bool, threshold: float, scorer: Optional[Callable]
+) -> "AlbertTextCategorizer":
+    """Construct an ALBERT text categorizer."""
+    return AlbertTextCategorizer(nlp.vocab, model, name, exclusive_classes=exclusive_classes,
+                                 threshold=threshold, scorer=scorer)  # fmt: skip
+
+
+class AlbertTextCategorizer(TrainablePipe):
+    """Sequence classification over the [CLS] state: softmax (exclusive) or sigmoid."""
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "albert_textcat",
+        *,
+        exclusive_classes: bool = True,
+        threshold: float = 0.5,
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        self.vocab, self.model, self.name, self.scorer = vocab, model, name, scorer
+        self.cfg = {"labels": [], "exclusive_classes": exclusive_classes, "threshold": threshold}
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.cfg["labels"])
+
+    def add_label(self, label: str) -> int:
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"Invalid category {label!r}.")
+        if label in self.cfg["labels"]:
+            return 0
+        if self.model.get_ref("classifier").has_param("W"):
+            raise AlbertError(f"Cannot add category {label!r} to {self.name!r} after its classifier is initialised.")
+        self.cfg["labels"].append(label)
+        return 1
+
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        labels: Optional[List[str]] = None,
+        checkpoint: Optional[str] = None,
+    ) -> None:
+        """Load the encoder checkpoint (own encoder), take its sequence-classification head
+        and `id2label` if it has one, else the labels given or found in the examples."""
+        validate_get_examples(get_examples, "AlbertTextCategorizer.initialize")
+        checkpoint = load_encoder(self.model, checkpoint)
+        head = self._checkpoint_head(checkpoint) if checkpoint else None
+        if head is not None:
+            self.cfg["labels"] = list(head["labels"])
+        else:
+            found = labels or sorted({cat for eg in get_examples() for cat in eg.reference.cats})
+            for label in found:
+                self.add_label(label)
+        if not self.cfg["labels"]:
+            raise AlbertError(f"{self.name!r} has no categories: give labels=... or examples with cats.")
+        if self.cfg["exclusive_classes"] and len(self.cfg["labels"]) < 2:
+            raise AlbertError(f"{self.name!r} is exclusive (softmax) and needs at least two categories.")
+        self.model.get_ref("classifier").set_dim("nO", len(self.cfg["labels"]), force=True)
+        docs = [eg.predicted for eg in islice(get_examples(), 10)]
+        self.model.initialize(X=docs)
+        if head is not None:
+            set_linear(self.model.get_ref("pooler"), head["pooler.weight"], head["pooler.bias"], "pooler")
+            set_linear(self.model.get_ref("classifier"), head["classifier.weight"], head["classifier.bias"], "classifier")
+
+    def _checkpoint_head(self, checkpoint: str) -> Optional[dict[str, Any]]:
+        config, weights = read_head(checkpoint)
+        names = ("albert.pooler.weight", "albert.pooler.bias", "classifier.weight", "classifier.bias")
+        if not all(n in weights for n in names) or weights["classifier.weight"].shape[0] != config.num_labels:
+            return None
+        head = {n.replace("albert.", ""): weights[n] for n in names}
+        head["labels"] = [config.id2label[i] for i in range(config.num_labels)]
+        return head
+
+    def predict(self, docs: Iterable[Doc]) -> Floats2d:
+        docs = list(docs)
+        if not docs:
+            return self.model.ops.alloc2f(0, len(self.labels))
+        return self._probabilities(self.model.predict(docs))
+
+    def _probabilities(self, logits: Floats2d) -> Floats2d:
+        ops = self.model.ops
+        if self.cfg["exclusive_classes"]:
+            return ops.softmax(logits, axis=-1)
+        return ops.sigmoid(logits)
+
+    def set_annotations(self, docs: Iterable[Doc], scores: Floats2d) -> None:
+        scores = self.model.ops.to_numpy(scores)
+        for doc, row in zip(docs, scores):
+            for label, value in zip(self.labels, row):
+                doc.cats[label] = float(value)
+
+    def _gold(self, examples: List[Example]) -> tuple[np.ndarray, np.ndarray]:
+        """Gold values [docs, labels] and a mask of the known ones."""
+        truths = np.zeros((len(examples), len(self.labels)), dtype="float32")
+        known = np.zeros_like(truths, dtype=bool)
+        for i, eg in enumerate(examples):
+            unknown = set(eg.reference.cats) - set(self.labels)
+            if unknown:
+                raise AlbertError(f"{self.name!r} got categories {sorted(unknown)} that are not among {list(self.labels)}.")
+            for j, label in enumerate(self.labels):
+                if label in eg.reference.cats:
+                    truths[i, j] = eg.reference.cats[label]
+                    known[i, j] = True
+        return truths, known
+
+    def get_loss(self, examples: Iterable[Example], logits: Floats2d) -> tuple[float, Floats2d]:
+        """Cross-entropy (exclusive) or binary cross-entropy (multi-label), averaged as the
+        reference does; unknown gold values are ignored."""
+        examples = list(examples)
+        ops = self.model.ops
+        truths, known = self._gold(examples)
+        probs = ops.to_numpy(self._probabilities(logits))
+        if self.cfg["exclusive_classes"]:
+            rows = known.all(axis=1) & (truths.sum(axis=1) > 0)
+            n = max(1, int(rows.sum()))
+            gold = truths / np.maximum(truths.sum(axis=1, keepdims=True), 1e-12)
+            loss = -float((gold * np.log(np.maximum(probs, 1e-12)))[rows].sum()) / n
+            d = np.where(rows[:, None], probs - gold, 0.0) / n
+        else:
+            n = max(1, int(known.sum()))
+            p = np.clip(probs, 1e-12, 1 - 1e-12)
+            loss = -float((truths * np.log(p) + (1 - truths) * np.log(1 - p))[known].sum()) / n
+            d = np.where(known, probs - truths, 0.0) / n
+        return loss, ops.asarray2f(d.astype("float32"))
+
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        losses = {} if losses is None else losses
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "AlbertTextCategorizer.update")
+        set_dropout_rate(self.model, drop)
+        logits, backprop = self.model.begin_update([eg.predicted for eg in examples])
+        loss, d_logits = self.get_loss(examples, logits)
+        backprop(d_logits)
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
+        validate_examples(examples, "AlbertTextCategorizer.score")
+        kwargs.setdefault("threshold", self.cfg["threshold"])
+        scorer = self.scorer or make_textcat_scorer()
+        return scorer(examples, labels=list(self.labels), exclusive=self.cfg["exclusive_classes"], **kwargs)
+
+    def export(self, directory: str | Path, nlp: Optional[Language] = None) -> Path:
+        """Write encoder + head as an `AlbertForSequenceClassification` checkpoint."""
+        encoder = find_encoder(self.model, nlp, self.name)
+        pooler_w, pooler_b = linear_tensors(self.model.get_ref("pooler"))
+        weight, bias = linear_tensors(self.model.get_ref("classifier"))
+        labels = list(self.labels)
+        problem = "single_label_classification" if self.cfg["exclusive_classes"] else "multi_label_classification"
+        return export_checkpoint(
+            encoder,
+            AlbertForSequenceClassification,
+            {"albert.pooler.weight": pooler_w, "albert.pooler.bias": pooler_b,
+             "classifier.weight": weight, "classifier.bias": bias},  # fmt: skip
+            directory,
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            problem_type=problem,
+        )

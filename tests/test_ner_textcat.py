@@ -1,0 +1,256 @@
+"""`albert_ner` and `albert_textcat`: learning, fine-tuned heads from checkpoints, export to
+transformers, own vs shared encoder, decoding validity, serialization and bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import spacy
+import torch
+import transformers as hf
+from spacy.training import Example
+from thinc.api import Adam
+
+from spacy_albert import AlbertTokenizerFast
+from spacy_albert.errors import AlbertError
+from spacy_albert.pipeline.ner import tag_names, transition_masks, viterbi
+
+from conftest import TINY_ALBERT
+
+ENCODER = {"@architectures": "spacy-albert.AlbertTransformer.v1", **TINY_ALBERT}
+NER_DATA = [
+    ("Alice lives in Paris with Bob.", [(0, 5, "PER"), (15, 20, "LOC"), (26, 29, "PER")]),
+    ("Bob visited Berlin yesterday.", [(0, 3, "PER"), (12, 18, "LOC")]),
+    ("Yesterday Alice flew to New York City.", [(10, 15, "PER"), (24, 37, "LOC")]),
+    ("Nothing happened here.", []),
+]
+CAT_DATA = [
+    ("I love this film, great!", {"POS": 1.0, "NEG": 0.0}),
+    ("Terrible and boring movie.", {"POS": 0.0, "NEG": 1.0}),
+    ("What a great day.", {"POS": 1.0, "NEG": 0.0}),
+    ("Awful, I hated it.", {"POS": 0.0, "NEG": 1.0}),
+]
+MULTI_DATA = [
+    ("great film and great music", {"FILM": 1.0, "MUSIC": 1.0, "FOOD": 0.0}),
+    ("the film was long", {"FILM": 1.0, "MUSIC": 0.0, "FOOD": 0.0}),
+    ("tasty food, loud music", {"FILM": 0.0, "MUSIC": 1.0, "FOOD": 1.0}),
+    ("the food", {"FILM": 0.0, "MUSIC": 0.0, "FOOD": 1.0}),
+]
+
+
+def ner_model(checkpoint=None, pooling="first"):
+    encoder = {**ENCODER, "checkpoint": None if checkpoint is None else str(checkpoint)}
+    return {"@architectures": "spacy-albert.TokenClassifier.v1",
+            "tok2vec": {"@architectures": "spacy-albert.AlbertTok2Vec.v1", "pooling": pooling, "encoder": encoder}}  # fmt: skip
+
+
+def textcat_model(checkpoint=None):
+    return {"@architectures": "spacy-albert.SequenceClassifier.v1",
+            "tok2vec": {**ENCODER, "checkpoint": None if checkpoint is None else str(checkpoint)}}  # fmt: skip
+
+
+def ner_examples(nlp):
+    return [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in NER_DATA]
+
+
+def cat_examples(nlp, data):
+    return [Example.from_dict(nlp.make_doc(t), {"cats": c}) for t, c in data]
+
+
+def train(nlp, examples, steps=30, lr=0.005):
+    optimizer = Adam(lr)
+    history = []
+    for _ in range(steps):
+        losses = {}
+        nlp.update(examples, sgd=optimizer, losses=losses)
+        history.append(sum(losses.values()))
+    return history
+
+
+def with_head(tmp_path, spm_dir, head_class, **config):
+    """A transformers checkpoint of `head_class` (random init) with the test vocabulary."""
+    torch.manual_seed(1)
+    vocab_size = len(AlbertTokenizerFast(vocab_file=str(spm_dir / "spiece.model")))
+    model = head_class(hf.AlbertConfig(vocab_size=vocab_size, **TINY_ALBERT, **config)).eval()
+    path = tmp_path / head_class.__name__
+    model.save_pretrained(path)
+    shutil.copy(spm_dir / "spiece.model", path / "spiece.model")
+    return model, path
+
+
+def first_piece_logits(model, tokenizer, doc):
+    """The reference's logits at the first piece of each spaCy token."""
+    enc = tokenizer(doc.text, return_offsets_mapping=True)
+    with torch.no_grad():
+        logits = model(torch.tensor([enc["input_ids"]])).logits[0].numpy()
+    rows = []
+    for token in doc:
+        start = token.idx
+        for i, (a, b) in enumerate(enc["offset_mapping"]):
+            if b > start and a < token.idx + len(token) and doc.text[a:b].strip():
+                rows.append(logits[i])
+                break
+    return np.stack(rows)
+
+
+# ---- albert_ner ---------------------------------------------------------------------------
+@pytest.mark.parametrize("scheme", ["BILUO", "BIO"])
+def test_ner_learns_and_round_trips(albert_checkpoint, scheme, tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert_ner", config={"scheme": scheme, "model": ner_model(albert_checkpoint)})
+    examples = ner_examples(nlp)
+    nlp.initialize(lambda: examples)
+    before = nlp.evaluate(examples)["ents_f"]
+    history = train(nlp, examples)
+    scores = nlp.evaluate(examples)
+    assert history[-1] < 0.2 * history[0] and scores["ents_f"] > before and scores["ents_f"] >= 0.8, (history, scores)
+    assert set(scores["ents_per_type"]) == {"PER", "LOC"}
+    texts = [t for t, _ in NER_DATA] + ["", "   ", "Alice " * 200]
+    expected = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+    nlp.to_disk(tmp_path / "ner")
+    loaded = spacy.load(tmp_path / "ner")
+    assert [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in loaded.pipe(texts)] == expected
+    assert loaded.get_pipe("albert_ner").tags == tag_names(["LOC", "PER"], scheme)
+
+
+def test_ner_with_a_shared_encoder_and_spans_key(albert_checkpoint, tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert", config={"model": ENCODER})
+    nlp.config["initialize"]["components"]["albert"] = {"checkpoint": str(albert_checkpoint)}
+    listener = {"@architectures": "spacy-albert.AlbertListener.v1", "width": TINY_ALBERT["hidden_size"], "pooling": "first"}
+    nlp.add_pipe("albert_ner", config={"spans_key": "ents_copy",
+                                       "model": {"@architectures": "spacy-albert.TokenClassifier.v1", "tok2vec": listener}})  # fmt: skip
+    examples = ner_examples(nlp)
+    nlp.initialize(lambda: examples)
+    train(nlp, examples)
+    doc = nlp(NER_DATA[0][0])
+    assert [e.text for e in doc.ents] == [e.text for e in doc.spans["ents_copy"]] and len(doc.ents) >= 2
+    # Export needs the shared encoder: found through the pipeline.
+    with pytest.raises(AlbertError, match="nlp=..."):
+        nlp.get_pipe("albert_ner").export(tmp_path / "x")
+    exported = nlp.get_pipe("albert_ner").export(tmp_path / "export", nlp=nlp)
+    ref = hf.AlbertForTokenClassification.from_pretrained(exported).eval()
+    scores = nlp.get_pipe("albert_ner").predict([nlp.get_pipe("albert")(nlp.make_doc(NER_DATA[1][0]))])[0]
+    expected = first_piece_logits(ref, hf.AlbertTokenizerFast.from_pretrained(exported), nlp.make_doc(NER_DATA[1][0]))
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+
+
+def test_ner_from_a_fine_tuned_checkpoint_needs_no_training(tmp_path, spm_dir):
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    ref, path = with_head(tmp_path, spm_dir, hf.AlbertForTokenClassification, id2label=dict(enumerate(tags)),
+                          label2id={t: i for i, t in enumerate(tags)})  # fmt: skip
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert_ner", config={"model": ner_model(path)})
+    nlp.initialize()
+    ner = nlp.get_pipe("albert_ner")
+    assert ner.tags == tags and ner.cfg["scheme"] == "BIO" and ner.labels == ("LOC", "PER")
+    tokenizer = hf.AlbertTokenizerFast.from_pretrained(path)
+    for text in ("Alice lives in Paris with Bob.", "Zürich, 1,000,000 naïve cafés!"):
+        doc = nlp.make_doc(text)
+        np.testing.assert_allclose(ner.predict([doc])[0], first_piece_logits(ref, tokenizer, doc), atol=1e-5)
+    exported = ner.export(tmp_path / "again")
+    again = hf.AlbertForTokenClassification.from_pretrained(exported)
+    assert again.config.id2label == dict(enumerate(tags))
+    for name, tensor in ref.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], tensor, atol=1e-6, rtol=0)
+
+
+def test_ner_decoding_is_always_valid():
+    rng = np.random.default_rng(0)
+    for scheme in ("BILUO", "BIO"):
+        tags = tag_names(["A", "B", "C"], scheme)
+        allowed, start, end = transition_masks(tags, scheme)
+        for _ in range(200):
+            n = int(rng.integers(0, 12))
+            best = [tags[i] for i in viterbi(rng.standard_normal((n, len(tags))) * 3, allowed, start, end)]
+            open_label = None
+            for tag in best:
+                kind, label = (tag.split("-") + [None])[:2]
+                if kind in ("I", "L"):
+                    assert open_label == label, best
+                if scheme == "BILUO":
+                    assert kind not in ("B", "U", "O") or open_label is None, best
+                open_label = label if kind in ("B", "I") else None
+            if scheme == "BILUO":
+                assert open_label is None, best
+
+
+def test_ner_rejects_unknown_labels_and_handles_empty_docs(albert_checkpoint):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert_ner", config={"model": ner_model(albert_checkpoint)})
+    nlp.initialize(lambda: ner_examples(nlp))
+    bad = [Example.from_dict(nlp.make_doc("Acme Corp rocks."), {"entities": [(0, 9, "ORG")]})]
+    with pytest.raises(AlbertError, match="'ORG'.*not one of its labels"):
+        nlp.update(bad)
+    assert [list(d.ents) for d in nlp.pipe(["", " ", "\n"])] == [[], [], []]
+
+
+# ---- albert_textcat -----------------------------------------------------------------------
+@pytest.mark.parametrize("exclusive,data", [(True, CAT_DATA), (False, MULTI_DATA)])
+def test_textcat_learns_and_round_trips(albert_checkpoint, exclusive, data, tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert_textcat", config={"exclusive_classes": exclusive, "model": textcat_model(albert_checkpoint)})
+    examples = cat_examples(nlp, data)
+    nlp.initialize(lambda: examples)
+    before = nlp.evaluate(examples)
+    history = train(nlp, examples, steps=40)
+    after = nlp.evaluate(examples)
+    assert history[-1] < 0.3 * history[0], history
+    assert after["cats_score"] > before["cats_score"] and after["cats_macro_auc"] == 1.0, (before, after)
+    cats = nlp(data[0][0]).cats
+    if exclusive:
+        assert abs(sum(cats.values()) - 1) < 1e-5
+    texts = [t for t, _ in data] + ["", "word " * 300]
+    expected = [d.cats for d in nlp.pipe(texts)]
+    loaded = spacy.blank("en").from_config(nlp.config).from_bytes(nlp.to_bytes())
+    assert [d.cats for d in loaded.pipe(texts)] == expected
+
+
+def test_textcat_from_a_fine_tuned_checkpoint_and_export(tmp_path, spm_dir):
+    labels = ["negative", "neutral", "positive"]
+    ref, path = with_head(tmp_path, spm_dir, hf.AlbertForSequenceClassification, id2label=dict(enumerate(labels)),
+                          label2id={t: i for i, t in enumerate(labels)})  # fmt: skip
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert_textcat", config={"model": textcat_model(path)})
+    nlp.initialize()
+    assert nlp.get_pipe("albert_textcat").labels == tuple(labels)
+    tokenizer = hf.AlbertTokenizerFast.from_pretrained(path)
+    for text in ("What a lovely day!", "", "Zürich 1,000,000"):
+        with torch.no_grad():
+            expected = ref(**tokenizer(text, return_tensors="pt")).logits.softmax(-1)[0].numpy()
+        np.testing.assert_allclose([nlp(text).cats[label] for label in labels], expected, atol=1e-5)
+    exported = nlp.get_pipe("albert_textcat").export(tmp_path / "export")
+    again = hf.AlbertForSequenceClassification.from_pretrained(exported)
+    for name, tensor in ref.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], tensor, atol=1e-6, rtol=0)
+
+
+def test_textcat_with_a_shared_encoder_and_replace_listeners(albert_checkpoint, tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert", config={"model": ENCODER})
+    nlp.config["initialize"]["components"]["albert"] = {"checkpoint": str(albert_checkpoint)}
+    listener = {"@architectures": "spacy-albert.AlbertDocListener.v1", "width": TINY_ALBERT["hidden_size"]}
+    nlp.add_pipe("albert_textcat", config={"model": {"@architectures": "spacy-albert.SequenceClassifier.v1",
+                                                     "tok2vec": listener}})  # fmt: skip
+    examples = cat_examples(nlp, CAT_DATA)
+    nlp.initialize(lambda: examples)
+    history = train(nlp, examples, steps=30)
+    assert history[-1] < 0.3 * history[0]
+    expected = [d.cats for d in nlp.pipe([t for t, _ in CAT_DATA])]
+    nlp.replace_listeners("albert", "albert_textcat", ["model.tok2vec"])
+    nlp.remove_pipe("albert")
+    got = [d.cats for d in nlp.pipe([t for t, _ in CAT_DATA])]
+    for a, b in zip(got, expected):
+        assert a == pytest.approx(b, abs=1e-6)
+    nlp.to_disk(tmp_path / "alone")
+    assert [d.cats for d in spacy.load(tmp_path / "alone").pipe([t for t, _ in CAT_DATA])] == got
+
+
+def test_textcat_rejects_unknown_categories(albert_checkpoint):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("albert_textcat", config={"model": textcat_model(albert_checkpoint)})
+    nlp.initialize(lambda: cat_examples(nlp, CAT_DATA))
+    with pytest.raises(AlbertError, match="'SPAM'"):
+        nlp.update([Example.from_dict(nlp.make_doc("buy now"), {"cats": {"SPAM": 1.0}})])

@@ -134,7 +134,7 @@ class AlbertNER(TrainablePipe):
         return list(self.cfg["tags"])
 
     def add_label(self, label: str) -> int:
-        if not isinstance(label, str) or not label or "-" in label:
+        if not isinstance(label, str) or not label:
             raise ValueError(f"Invalid entity label {label!r}.")
         if label in self.cfg["labels"]:
             return 0

@@ -1,0 +1,284 @@
+"""Learning check on real data: `albert_ner` on WNUT-17 and `albert_textcat` on SST-2 against
+transformers' `AlbertForTokenClassification` / `AlbertForSequenceClassification` trained by a
+plain PyTorch loop, from the same checkpoint with the same hyperparameters and data.
+
+Both sides get the same random-init (or given) checkpoint, the same SentencePiece vocabulary,
+the same sentences in the same order, batch size, learning rate (Adam, no weight decay, no
+clipping, constant rate), dropout and epochs; both are scored with spaCy's scorer on the same
+dev docs. Prints dev scores and seconds per epoch for each, the differences and the ratio, and
+appends a JSON line to benchmarks/results/learning.jsonl. Data: ../shared/data (never copied).
+
+    python benchmarks/learning.py --epochs 1 --train-limit 2000
+    python benchmarks/learning.py --checkpoint path/to/pretrained/albert
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import spacy
+import torch
+import transformers as hf
+from spacy.scorer import Scorer
+from spacy.tokens import Doc
+from spacy.training import Example, biluo_tags_to_spans, iob_to_biluo
+from thinc.api import Adam
+
+import spacy_albert
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).parent / "results" / "learning.jsonl"
+SMALL = dict(embedding_size=128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+             max_position_embeddings=512)  # fmt: skip
+
+
+def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
+    sentences, words, tags = [], [], []
+    for line in path.read_text(encoding="utf8").splitlines():
+        if not line.strip():  # whitespace-only lines end sentences too (WNUT-17 train quirk)
+            if words:
+                sentences.append((words, tags))
+            words, tags = [], []
+            continue
+        word, tag = line.split("\t")[:2]
+        words.append(word)
+        tags.append(tag.strip())
+    if words:
+        sentences.append((words, tags))
+    return sentences
+
+
+def read_sst2(path: Path) -> list[tuple[str, int]]:
+    with path.open(encoding="utf8") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [(sentence.strip(), int(label)) for sentence, label in rows[1:]]
+
+
+def make_checkpoint(directory: Path, texts: list[str], head: type, vocab_size: int, seed: int, **config: Any) -> Path:
+    spacy_albert.train_sentencepiece(texts, directory, vocab_size=vocab_size)
+    n = len(spacy_albert.AlbertTokenizerFast(vocab_file=str(directory / "spiece.model")))
+    torch.manual_seed(seed)
+    head(hf.AlbertConfig(vocab_size=n, **SMALL, **config)).save_pretrained(directory)
+    return directory
+
+
+def batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# ---- NER --------------------------------------------------------------------------------
+def ner_docs(nlp, sentences) -> list[Example]:
+    examples = []
+    for words, tags in sentences:
+        doc = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
+        gold = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
+        gold.ents = biluo_tags_to_spans(gold, iob_to_biluo(tags))
+        examples.append(Example(doc, gold))
+    return examples
+
+
+def ours_ner(checkpoint: Path, train, dev, args) -> dict:
+    nlp = spacy.blank("en")
+    encoder = {"@architectures": "spacy-albert.AlbertTransformer.v1", **SMALL, "checkpoint": str(checkpoint),
+               "hidden_dropout_prob": 0.1}  # fmt: skip
+    nlp.add_pipe("albert_ner", config={"scheme": "BIO", "model": {
+        "@architectures": "spacy-albert.TokenClassifier.v1", "dropout": 0.1,
+        "tok2vec": {"@architectures": "spacy-albert.AlbertTok2Vec.v1", "pooling": "first", "encoder": encoder}}})  # fmt: skip
+    train_eg, dev_eg = ner_docs(nlp, train), ner_docs(nlp, dev)
+    nlp.initialize(lambda: train_eg)
+    labels = nlp.get_pipe("albert_ner").tags
+    optimizer = Adam(args.lr, L2=0.0, grad_clip=0.0, use_averages=False)
+    epoch_times = []
+    for _ in range(args.epochs):
+        start = time.perf_counter()
+        for batch in batches(train_eg, args.batch_size):
+            nlp.update(batch, sgd=optimizer, drop=0.0)
+        epoch_times.append(time.perf_counter() - start)
+    scores = nlp.evaluate(dev_eg)
+    return {"f": scores["ents_f"] * 100, "seconds_per_epoch": float(np.mean(epoch_times)), "labels": labels}
+
+
+def reference_ner(checkpoint: Path, train, dev, labels: list[str], args) -> dict:
+    tokenizer = hf.AlbertTokenizerFast.from_pretrained(checkpoint)
+    label2id = {t: i for i, t in enumerate(labels)}
+    model = hf.AlbertForTokenClassification.from_pretrained(
+        checkpoint, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
+        classifier_dropout_prob=0.1, hidden_dropout_prob=0.1,
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
+
+    def encode(sentences):
+        enc = tokenizer([w for w, _ in sentences], is_split_into_words=True, truncation=True, max_length=512,
+                        padding=True, return_tensors="pt")  # fmt: skip
+        labels_ = torch.full(enc["input_ids"].shape, -100)
+        for i, (_, tags) in enumerate(sentences):
+            previous = None
+            for j, word in enumerate(enc.word_ids(i)):
+                if word is not None and word != previous:
+                    labels_[i, j] = label2id.get(tags[word], label2id["O"])
+                previous = word
+        return enc, labels_
+
+    epoch_times = []
+    for _ in range(args.epochs):
+        model.train()
+        start = time.perf_counter()
+        for batch in batches(train, args.batch_size):
+            enc, labels_ = encode(batch)
+            loss = model(**enc, labels=labels_).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        epoch_times.append(time.perf_counter() - start)
+    model.eval()
+    nlp = spacy.blank("en")
+    examples = []
+    with torch.no_grad():
+        for batch in batches(dev, 64):
+            enc, _ = encode(batch)
+            predicted = model(**enc).logits.argmax(-1)
+            for i, (words, tags) in enumerate(batch):
+                word_tags, previous = ["O"] * len(words), None
+                for j, word in enumerate(enc.word_ids(i)):
+                    if word is not None and word != previous:
+                        word_tags[word] = labels[int(predicted[i, j])]
+                    previous = word
+                doc = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
+                doc.ents = biluo_tags_to_spans(doc, iob_to_biluo(word_tags))
+                gold = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
+                gold.ents = biluo_tags_to_spans(gold, iob_to_biluo(tags))
+                examples.append(Example(doc, gold))
+    f = Scorer.score_spans(examples, "ents")["ents_f"]
+    return {"f": f * 100, "seconds_per_epoch": float(np.mean(epoch_times))}
+
+
+# ---- text classification ----------------------------------------------------------------
+def ours_textcat(checkpoint: Path, train, dev, args) -> dict:
+    nlp = spacy.blank("en")
+    encoder = {"@architectures": "spacy-albert.AlbertTransformer.v1", **SMALL, "checkpoint": str(checkpoint),
+               "hidden_dropout_prob": 0.1}  # fmt: skip
+    nlp.add_pipe("albert_textcat", config={"model": {"@architectures": "spacy-albert.SequenceClassifier.v1",
+                                                     "dropout": 0.1, "tok2vec": encoder}})  # fmt: skip
+
+    def examples(rows):
+        return [Example.from_dict(nlp.make_doc(t), {"cats": {"NEG": float(y == 0), "POS": float(y == 1)}}) for t, y in rows]
+
+    train_eg, dev_eg = examples(train), examples(dev)
+    nlp.initialize(lambda: train_eg)
+    optimizer = Adam(args.lr, L2=0.0, grad_clip=0.0, use_averages=False)
+    epoch_times = []
+    for _ in range(args.epochs):
+        start = time.perf_counter()
+        for batch in batches(train_eg, args.batch_size):
+            nlp.update(batch, sgd=optimizer, drop=0.0)
+        epoch_times.append(time.perf_counter() - start)
+    scores = nlp.evaluate(dev_eg)
+    return {"accuracy": _accuracy(dev_eg, nlp) * 100, "macro_f": scores["cats_macro_f"] * 100,
+            "seconds_per_epoch": float(np.mean(epoch_times))}  # fmt: skip
+
+
+def _accuracy(examples: list[Example], nlp) -> float:
+    docs = list(nlp.pipe([eg.reference.text for eg in examples]))
+    right = sum(max(d.cats, key=d.cats.get) == max(eg.reference.cats, key=eg.reference.cats.get)
+                for d, eg in zip(docs, examples))  # fmt: skip
+    return right / len(examples)
+
+
+def reference_textcat(checkpoint: Path, train, dev, args) -> dict:
+    tokenizer = hf.AlbertTokenizerFast.from_pretrained(checkpoint)
+    model = hf.AlbertForSequenceClassification.from_pretrained(
+        checkpoint, num_labels=2, classifier_dropout_prob=0.1, hidden_dropout_prob=0.1
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
+    epoch_times = []
+    for _ in range(args.epochs):
+        model.train()
+        start = time.perf_counter()
+        for batch in batches(train, args.batch_size):
+            enc = tokenizer([t for t, _ in batch], truncation=True, max_length=512, padding=True, return_tensors="pt")
+            loss = model(**enc, labels=torch.tensor([y for _, y in batch])).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        epoch_times.append(time.perf_counter() - start)
+    model.eval()
+    right, predicted_all, gold_all = 0, [], []
+    with torch.no_grad():
+        for batch in batches(dev, 64):
+            enc = tokenizer([t for t, _ in batch], truncation=True, max_length=512, padding=True, return_tensors="pt")
+            predicted = model(**enc).logits.argmax(-1).tolist()
+            predicted_all += predicted
+            gold_all += [y for _, y in batch]
+    right = sum(p == g for p, g in zip(predicted_all, gold_all))
+    f = []
+    for c in (0, 1):
+        tp = sum(p == c and g == c for p, g in zip(predicted_all, gold_all))
+        prec = tp / max(1, sum(p == c for p in predicted_all))
+        rec = tp / max(1, sum(g == c for g in gold_all))
+        f.append(2 * prec * rec / max(1e-12, prec + rec))
+    return {"accuracy": right / len(dev) * 100, "macro_f": float(np.mean(f)) * 100,
+            "seconds_per_epoch": float(np.mean(epoch_times))}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="a local ALBERT checkpoint (else a small random-init one)")
+    parser.add_argument("--tasks", nargs="+", default=["ner", "textcat"], choices=["ner", "textcat"])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--train-limit", type=int, default=3000)
+    parser.add_argument("--dev-limit", type=int, default=1000)
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    record: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "args": vars(args)}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "ner" in args.tasks:
+            full_train = read_conll(DATA / "wnut17" / "wnut17train.conll")
+            train = full_train[: args.train_limit]
+            dev = read_conll(DATA / "wnut17" / "emerging.dev.conll")[: args.dev_limit]
+            texts = [" ".join(w) for w, _ in full_train]
+            checkpoint = Path(args.checkpoint) if args.checkpoint else make_checkpoint(
+                Path(tmp) / "ner", texts, hf.AlbertModel, args.vocab_size, args.seed)  # fmt: skip
+            ours = ours_ner(checkpoint, train, dev, args)
+            ref = reference_ner(checkpoint, train, dev, ours.pop("labels"), args)
+            record["ner"] = {"ours": ours, "reference": ref}
+            print(f"WNUT-17 NER ({len(train)} train, {len(dev)} dev, {args.epochs} epoch(s))")
+            print(f"  spacy-albert  F1 {ours['f']:.2f}  {ours['seconds_per_epoch']:.1f} s/epoch")
+            print(f"  transformers  F1 {ref['f']:.2f}  {ref['seconds_per_epoch']:.1f} s/epoch")
+            print(f"  F1 difference {ours['f'] - ref['f']:+.2f} points; time ratio ours/reference "
+                  f"{ours['seconds_per_epoch'] / ref['seconds_per_epoch']:.2f}")  # fmt: skip
+        if "textcat" in args.tasks:
+            rows = read_sst2(DATA / "sst2" / "train.tsv")
+            random.Random(args.seed).shuffle(rows)
+            train, dev = rows[: args.train_limit], read_sst2(DATA / "sst2" / "dev.tsv")[: args.dev_limit]
+            checkpoint = Path(args.checkpoint) if args.checkpoint else make_checkpoint(
+                Path(tmp) / "textcat", [t for t, _ in rows[:20000]], hf.AlbertModel, args.vocab_size, args.seed)  # fmt: skip
+            ours = ours_textcat(checkpoint, train, dev, args)
+            ref = reference_textcat(checkpoint, train, dev, args)
+            record["textcat"] = {"ours": ours, "reference": ref}
+            print(f"SST-2 sentiment ({len(train)} train, {len(dev)} dev, {args.epochs} epoch(s))")
+            for name, r in (("spacy-albert", ours), ("transformers", ref)):
+                print(f"  {name}  accuracy {r['accuracy']:.2f}  macro F {r['macro_f']:.2f}  {r['seconds_per_epoch']:.1f} s/epoch")
+            print(f"  accuracy difference {ours['accuracy'] - ref['accuracy']:+.2f} points; time ratio ours/reference "
+                  f"{ours['seconds_per_epoch'] / ref['seconds_per_epoch']:.2f}")  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a", encoding="utf8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()

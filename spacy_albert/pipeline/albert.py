@@ -12,7 +12,7 @@ from spacy.pipeline import Tok2Vec
 from spacy.tokens import Doc
 from spacy.training import Example, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from ..layers.data import AlbertDocData
 from ..layers.listener import DOC_EXTENSION, AlbertListener, tok2vec_chain
@@ -29,7 +29,7 @@ DEFAULT_ALBERT_MODEL = """
 
 @Language.factory(
     "albert",
-    default_config={"model": DEFAULT_ALBERT_MODEL, "store_outputs": True},
+    default_config={"model": Config().from_str(DEFAULT_ALBERT_MODEL)["model"], "store_outputs": True},
     assigns=[f"doc._.{DOC_EXTENSION}"],
     default_score_weights={},
 )

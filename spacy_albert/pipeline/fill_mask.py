@@ -59,7 +59,9 @@ def make_fill_mask_scorer() -> Callable[..., Dict[str, Optional[float]]]:
     return score_fill_mask
 
 
-def score_fill_mask(examples: Iterable[Example], *, pipe: "AlbertFillMask", **kwargs: Any) -> Dict[str, Optional[float]]:
+def score_fill_mask(
+    examples: Iterable[Example], *, pipe: "AlbertFillMask", **kwargs: Any
+) -> Dict[str, Optional[float]]:
     """`mlm_acc` and `mlm_loss` of `pipe` on the examples' reference texts (see
     `AlbertFillMask.mlm_scores`); the component passes itself as `pipe`."""
     return pipe.mlm_scores(examples)
@@ -119,7 +121,8 @@ class AlbertFillMask(TrainablePipe):
         scorer: Optional[Callable] = score_fill_mask,
     ) -> None:
         if model.attrs.get("task") != "masked-lm":
-            raise ValueError(f"albert_fill_mask needs an AlbertTaskModel with task 'masked-lm', not {model.attrs.get('task')!r}.")
+            task = model.attrs.get("task")
+            raise ValueError(f"albert_fill_mask needs an AlbertTaskModel with task 'masked-lm', not {task!r}.")
         _check_top_k(top_k)
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError(f"mlm_probability={mlm_probability!r}; it must lie strictly between 0 and 1.")
@@ -215,11 +218,16 @@ class AlbertFillMask(TrainablePipe):
             positions = mask_positions[t]
             single_mask = len(positions) == 1
             results.append(
-                [self._candidates(ids, pos, probs[(t, m)], top_k, target_ids, single_mask) for m, pos in enumerate(positions)]
+                [
+                    self._candidates(ids, pos, probs[(t, m)], top_k, target_ids, single_mask)
+                    for m, pos in enumerate(positions)
+                ]
             )
         return results
 
-    def _fill_requests(self, t: int, ids: List[int], positions: List[int]) -> List[Tuple[List[int], List[Tuple[int, int, int]]]]:
+    def _fill_requests(
+        self, t: int, ids: List[int], positions: List[int]
+    ) -> List[Tuple[List[int], List[Tuple[int, int, int]]]]:
         """One pass over the whole text when it fits, else one window per mask (centred on it)."""
         if len(ids) <= self.window:
             return [(ids, [(t, m, pos) for m, pos in enumerate(positions)])]
@@ -231,7 +239,13 @@ class AlbertFillMask(TrainablePipe):
         return [([ids[0]] + content[s : s + size] + [ids[-1]], where) for s, where in windows.items()]
 
     def _candidates(
-        self, ids: List[int], pos: int, probs: torch.Tensor, top_k: int, target_ids: Optional[List[int]], single_mask: bool
+        self,
+        ids: List[int],
+        pos: int,
+        probs: torch.Tensor,
+        top_k: int,
+        target_ids: Optional[List[int]],
+        single_mask: bool,
     ) -> List[Fill]:
         """The reference's postprocessing of one mask's probabilities."""
         tokenizer = self.tokenizer
@@ -312,7 +326,13 @@ class AlbertFillMask(TrainablePipe):
         return input_ids, attention_mask
 
     def _logits_at(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, *, is_train: bool
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        *,
+        is_train: bool,
     ) -> torch.Tensor:
         """The masked-LM head's logits at the pieces (rows, cols) only: the head works piece by
         piece, so these equal `AlbertForMaskedLM(...).logits[rows, cols]` without the
@@ -331,11 +351,14 @@ class AlbertFillMask(TrainablePipe):
         tokenizer = self.tokenizer
         content = self.model.attrs["albert"].backend.encode(text, add_special_tokens=False).ids
         size = self.window - 2
-        return [
-            [tokenizer.cls_token_id] + content[i : i + size] + [tokenizer.sep_token_id] for i in range(0, len(content), size)
-        ]
+        cls, sep = [tokenizer.cls_token_id], [tokenizer.sep_token_id]
+        return [cls + content[i : i + size] + sep for i in range(0, len(content), size)]
 
-    def _mask(self, input_ids: torch.Tensor, generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _mask(
+        self, input_ids: torch.Tensor, generator: Optional[torch.Generator] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """`mask_tokens` with this component's tokenizer and `mlm_probability`; every special
+        piece (padding included) is excluded, as `get_special_tokens_mask` does in the reference."""
         tokenizer = self.tokenizer
         special = torch.isin(input_ids, torch.tensor(tokenizer.all_special_ids, dtype=torch.long))
         return mask_tokens(
@@ -470,7 +493,9 @@ def mask_tokens(
     probability_matrix.masked_fill_(special_tokens_mask.bool(), value=0.0)
     masked_indices = torch.bernoulli(probability_matrix, generator=generator).bool()
     labels[~masked_indices] = -100
-    indices_replaced = torch.bernoulli(torch.full(labels.shape, mask_replace_prob), generator=generator).bool() & masked_indices
+    indices_replaced = (
+        torch.bernoulli(torch.full(labels.shape, mask_replace_prob), generator=generator).bool() & masked_indices
+    )
     inputs[indices_replaced] = mask_token_id
     if mask_replace_prob == 1 or random_replace_prob == 0:
         return inputs, labels

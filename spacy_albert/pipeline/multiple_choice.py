@@ -3,7 +3,8 @@
 
 Data conventions (Doc extensions, registered when this module is imported):
 
-* The doc's text is the prompt; `doc._.choices` (list[str]) holds its candidate answers.
+* The doc's text is the prompt; `doc._.choices` (list[str]; any sequence of str, e.g. the
+  tuple a DocBin round trip gives back) holds its candidate answers.
 * `doc._.correct_choice` (int, gold only): the index of the right answer in `doc._.choices`.
   Both are plain user data, so they round-trip through `DocBin(store_user_data=True)`.
 * Predictions: `doc._.choice_probs` (list[float], one per choice, softmax over the reference
@@ -146,6 +147,8 @@ def make_copy_extensions(names: List[str] = [CHOICES]) -> Callable[[Language, Ex
         for name in names:
             value = example.reference._.get(name)
             if value is not None:
+                # DocBin's msgpack turns lists into tuples; give the predicted doc lists again.
+                value = list(value) if isinstance(value, tuple) else value
                 example.predicted._.set(name, copy.deepcopy(value))
         yield example
 

@@ -20,7 +20,7 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc
 from spacy.training import Example, biluo_tags_to_spans, iob_to_biluo, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
 from ..errors import AlbertError
@@ -46,7 +46,7 @@ pooling = "first"
 @Language.factory(
     "albert_ner",
     assigns=["doc.ents"],
-    default_config={"model": DEFAULT_NER_MODEL, "scheme": "BILUO", "spans_key": None,
+    default_config={"model": Config().from_str(DEFAULT_NER_MODEL)["model"], "scheme": "BILUO", "spans_key": None,
                     "scorer": {"@scorers": "spacy.ner_scorer.v1"}},  # fmt: skip
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )

@@ -20,7 +20,7 @@ from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
 from ..errors import AlbertError
@@ -51,7 +51,7 @@ def make_textcat_scorer() -> Callable:
 @Language.factory(
     "albert_textcat",
     assigns=["doc.cats"],
-    default_config={"model": DEFAULT_TEXTCAT_MODEL, "exclusive_classes": True, "threshold": 0.5,
+    default_config={"model": Config().from_str(DEFAULT_TEXTCAT_MODEL)["model"], "exclusive_classes": True, "threshold": 0.5,
                     "scorer": {"@scorers": "spacy-albert.textcat_scorer.v1"}},  # fmt: skip
     default_score_weights={"cats_score": 1.0, "cats_macro_f": None, "cats_macro_auc": None, "cats_micro_f": None,
                            "cats_f_per_type": None},  # fmt: skip

@@ -59,9 +59,11 @@ def train(nlp, steps=60):
     nlp.initialize(lambda: examples)
     optimizer = Adam(0.005)
     history = []
-    for _ in range(steps):
+    for _ in range(steps):  # as `spacy train` does: all updates, then all optimizer steps
         losses = {}
-        nlp.update(examples, sgd=optimizer, losses=losses)
+        nlp.update(examples, sgd=False, losses=losses)
+        for _, proc in nlp.pipeline:
+            proc.finish_update(optimizer)
         history.append(losses["ner"])
     return history
 

@@ -11,7 +11,10 @@ Outputs, set on every doc the component processes:
   best first per question: ``{"question", "answer", "start", "end", "score", "rank"}``
   (``start``/``end`` are exact character offsets into ``doc.text``; the answer text may begin
   with the space its first piece covers, as in the reference). An impossible answer
-  (``handle_impossible_answer=True``) is ``{"answer": "", "start": 0, "end": 0, ...}``.
+  (``handle_impossible_answer=True``) is ``{"answer": "", "start": 0, "end": 0, ...}``; its
+  score is the reference's (the smallest [CLS] start x end probability over the windows) and it
+  ranks first when it beats the best span's score by more than ``null_score_threshold``
+  (0, the default, ranks exactly as the reference does).
 - ``doc.spans[spans_key]`` (default ``"answers"``): a span for each non-empty answer, in the
   same order. The span is the answer with surrounding whitespace stripped, expanded to spaCy
   token boundaries (``doc.char_span(..., alignment_mode="expand")``); its ``label_`` is the
@@ -19,6 +22,9 @@ Outputs, set on every doc the component processes:
   through the span extensions ``span._.qa_question``, ``qa_answer`` (exact text), ``qa_start``,
   ``qa_end``, ``qa_score`` and ``qa_rank`` (getters that look the answer up in
   ``doc._.qa_answers``; without it they fall back to the span's own label, text and offsets).
+
+``nlp.get_pipe("albert_qa").qa(question, context, top_k=None, **settings)`` answers one
+question over a string, in the reference pipeline's format (a dict, or a list of dicts).
 
 Gold data (the reference doc of an Example), as `spacy_albert.pipeline.squad` writes it:
 ``doc._.questions`` and ``doc._.qa_answers`` with one dict per gold answer
@@ -33,7 +39,7 @@ path does; its fast path never cuts the question), and each window is
 ``doc_stride`` pieces of overlap, exactly as the reference's ``truncation="only_second"`` with
 ``return_overflowing_tokens=True`` lays them out. ``max_seq_len`` is capped at the model's
 ``max_position_embeddings``; a stride that does not fit the room left by a long question is
-reduced (the reference would fail there).
+cut to half that room (the reference would fail there).
 
 Training uses the reference recipe (transformers' ``run_qa.py``): each window of a question is
 an input; its start/end positions are the pieces of the question's first gold answer when the
@@ -41,27 +47,34 @@ answer lies wholly inside the window, and the ``[CLS]`` piece otherwise (also fo
 questions, as for SQuAD 2.0); the loss is the head's (mean of start and end cross-entropy).
 
 Scores (``qa_exact``, ``qa_f1``, between 0 and 1): the official SQuAD v2.0 exact match and F1
-of each question's best answer, max over its gold answers, averaged over the questions.
+of each question's best answer (rank 0 in the predicted doc's ``doc._.qa_answers``; "" when
+there is none), max over its gold answers, averaged over the questions. Questions are matched
+by their text.
+
+Corpora: spaCy's ``spacy.Corpus.v1`` gives Examples whose predicted docs are bare text, so
+evaluation during ``spacy train`` would see no questions; ``spacy-albert.QACorpus.v1`` (same
+``.spacy`` files) copies ``doc._.questions`` onto the predicted docs.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import re
 import string
 from dataclasses import dataclass
-from itertools import islice
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
-from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.training import Corpus, Example, validate_examples, validate_get_examples
 from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from ..layers.task_model import get_tokenizer, load_task_checkpoint, run_task_model
 
@@ -147,6 +160,7 @@ class Window:
     offset: int
     start: int
     end: int
+    question: Encoded
 
 
 @dataclass
@@ -175,10 +189,12 @@ class QASettings:
 def window_ranges(n_context: int, room: int, stride: int) -> List[Tuple[int, int]]:
     """Context piece ranges as `tokenizers`' `Encoding.truncate` (direction right) makes them:
     windows of `room` pieces, each starting `room - stride` pieces after the previous one,
-    until one reaches the end."""
+    until one reaches the end. A stride that leaves no progress (the reference fails there) is
+    cut to half the room."""
     if n_context <= room:
         return [(0, n_context)]
-    stride = min(stride, room - 1)
+    if stride >= room:
+        stride = room // 2
     ranges = []
     for start in range(0, n_context, room - stride):
         stop = min(start + room, n_context)
@@ -192,14 +208,15 @@ def make_windows(
     question: Encoded, context: Encoded, settings: QASettings, *, cls_id: int, sep_id: int, max_positions: int
 ) -> List[Window]:
     max_seq_len = min(settings.max_seq_len, max_positions)
-    question_ids = question.ids[: min(settings.max_question_len, max_seq_len - 4)]
-    head = [cls_id, *question_ids, sep_id]
+    n = min(settings.max_question_len, max_seq_len - 4)
+    question = Encoded(question.ids[:n], question.offsets[:n], question.words[:n])
+    head = [cls_id, *question.ids, sep_id]
     room = max_seq_len - len(head) - 1
     windows = []
     for start, end in window_ranges(len(context.ids), room, settings.doc_stride):
         ids = head + context.ids[start:end] + [sep_id]
         types = [0] * len(head) + [1] * (end - start + 1)
-        windows.append(Window(ids, types, len(head), start, end))
+        windows.append(Window(ids, types, len(head), start, end, question))
     return windows
 
 
@@ -290,23 +307,26 @@ def _word_span(context: Encoded, window: Window, word: int) -> Optional[Tuple[in
 
 
 def _char_indices(context: Encoded, window: Window, s: int, e: int) -> Tuple[int, int]:
-    """The reference's `get_indices(enc, s, e, sequence_index=1, align_to_words=True)`."""
+    """The reference's `get_indices(enc, s, e, sequence_index=1, align_to_words=True)`: the
+    words of pieces `s` and `e` (`token_to_word`, in their own sequence) mapped to characters
+    of the context within the window (`word_to_chars`); the pieces' own offsets where that
+    fails (special pieces)."""
 
-    def piece(position: int) -> Optional[int]:
+    def piece(position: int) -> Tuple[Optional[int], Tuple[int, int]]:
         i = position - window.offset
-        return window.start + i if 0 <= i < window.end - window.start else None
+        if 0 <= i < window.end - window.start:
+            return context.words[window.start + i], context.offsets[window.start + i]
+        i = position - 1
+        if 0 <= i < len(window.question.ids):  # a [CLS] inside the question, as the reference allows
+            return window.question.words[i], window.question.offsets[i]
+        return None, (0, 0)
 
-    def offsets(position: int) -> Tuple[int, int]:
-        i = piece(position)
-        return context.offsets[i] if i is not None else (0, 0)
-
-    si, ei = piece(s), piece(e)
-    words = [context.words[i] if i is not None else None for i in (si, ei)]
-    if words[0] is not None and words[1] is not None:
-        first, last = _word_span(context, window, words[0]), _word_span(context, window, words[1])
+    (start_word, start_offsets), (end_word, end_offsets) = piece(s), piece(e)
+    if start_word is not None and end_word is not None:
+        first, last = _word_span(context, window, start_word), _word_span(context, window, end_word)
         if first is not None and last is not None:
             return first[0], last[1]
-    return offsets(s)[0], offsets(e)[1]
+    return start_offsets[0], end_offsets[1]
 
 
 def decode_answers(
@@ -426,14 +446,38 @@ def make_qa_scorer() -> Callable[..., Dict[str, Any]]:
     return score_qa
 
 
+class QACorpus:
+    """`spacy.Corpus` over `.spacy` files of QA docs, whose Examples' predicted docs carry the
+    reference's questions (spaCy's own corpus gives them bare text, so evaluation during
+    `spacy train` would have no questions to answer)."""
+
+    def __init__(self, path: Optional[Union[str, Path]], *, limit: int = 0, shuffle: bool = False) -> None:
+        if path is None:
+            raise ValueError("QACorpus needs a path to a .spacy file or a directory of them.")
+        self.corpus = Corpus(path, limit=limit, shuffle=shuffle)
+
+    def __call__(self, nlp: Language) -> Iterator[Example]:
+        for eg in self.corpus(nlp):
+            eg.predicted._.set(QUESTIONS_EXT, get_questions(eg.reference))
+            yield eg
+
+
+@registry.readers("spacy-albert.QACorpus.v1")
+def create_qa_corpus(path: Optional[Path], limit: int = 0, shuffle: bool = False) -> QACorpus:
+    """Examples from `.spacy` files (docs with `_.questions` and `_.qa_answers`)."""
+    return QACorpus(path, limit=limit, shuffle=shuffle)
+
+
 # ---------------------------------------------------------------------------------------------
 # The component
 
-DEFAULT_QA_MODEL = """
+DEFAULT_QA_MODEL = Config().from_str(
+    """
 [model]
 @architectures = "spacy-albert.AlbertTaskModel.v1"
 task = "question-answering"
 """
+)["model"]
 
 
 @Language.factory(
@@ -452,7 +496,6 @@ task = "question-answering"
         "scorer": {"@scorers": "spacy-albert.qa_scorer.v1"},
     },
     assigns=[f"doc._.{ANSWERS_EXT}", "doc.spans"],
-    requires=[f"doc._.{QUESTIONS_EXT}"],
     default_score_weights={"qa_f1": 1.0, "qa_exact": 0.0},
 )
 def make_albert_qa(
@@ -589,8 +632,7 @@ class AlbertQuestionAnswering(TrainablePipe):
             entries = []
             for item in items:
                 for rank, answer in enumerate(next(answers)):
-                    entries.append({"question": item.question, "answer": answer["answer"], "start": answer["start"],
-                                    "end": answer["end"], "score": answer["score"], "rank": rank})  # fmt: skip
+                    entries.append({"question": item.question, **answer, "rank": rank})
             predictions.append(entries)
         return predictions
 
@@ -599,14 +641,16 @@ class AlbertQuestionAnswering(TrainablePipe):
             doc._.set(ANSWERS_EXT, entries)
             doc.spans[self.spans_key] = answer_spans(doc, entries)
 
-    def qa(self, question: str, context: str, top_k: Optional[int] = None, **overrides: Any) -> Union[Answer, List[Answer]]:
+    def qa(
+        self, question: str, context: str, top_k: Optional[int] = None, **overrides: Any
+    ) -> Union[Answer, List[Answer]]:
         """The reference pipeline's result for one question over one context: a dict
         ``{"score", "start", "end", "answer"}``, or a list of them when there are several.
         `overrides` may set `max_answer_len`, `max_seq_len`, `doc_stride`, `max_question_len`,
         `handle_impossible_answer` and `null_score_threshold`. A blank context gives []."""
-        settings = QASettings(**{**self.settings.__dict__, **overrides})
         if top_k is not None:
-            settings.top_k = top_k
+            overrides["top_k"] = top_k
+        settings = dataclasses.replace(self.settings, **overrides)
         settings.validate()
         items = self._items(context, [question], settings)
         if not items:
@@ -639,7 +683,8 @@ class AlbertQuestionAnswering(TrainablePipe):
         losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
         """One step of the reference QA loss over all windows of all questions of `examples`
-        (the mean over windows, accumulated in chunks of `max_batch_windows`)."""
+        (the mean over windows, accumulated in chunks of `max_batch_windows`). Dropout is the
+        checkpoint's own (`hidden_dropout_prob`, active in training); `drop` is not used."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
@@ -665,9 +710,6 @@ class AlbertQuestionAnswering(TrainablePipe):
         losses[self.name] += total
         return losses
 
-    def get_loss(self, examples: Iterable[Example], scores: Any) -> Tuple[float, None]:
-        raise NotImplementedError("AlbertQuestionAnswering computes its loss in torch, in update().")
-
     def initialize(
         self,
         get_examples: Callable[[], Iterable[Example]],
@@ -678,14 +720,13 @@ class AlbertQuestionAnswering(TrainablePipe):
         """Load `checkpoint` (a Hugging Face ALBERT directory or cached hub id; a checkpoint
         without a QA head gets a new one), or the model's own `checkpoint` setting."""
         validate_get_examples(get_examples, "AlbertQuestionAnswering.initialize")
-        for eg in islice(get_examples(), 10):
-            if not isinstance(eg, Example):
-                raise TypeError(f"Expected Example objects, got {type(eg).__name__}.")
         if checkpoint is not None:
             load_task_checkpoint(self.model, checkpoint)
         self.model.initialize()
 
     def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
+        """`qa_exact` and `qa_f1` (see `score_qa`), with golds read under this `spans_key`."""
+        examples = list(examples)
         validate_examples(examples, "AlbertQuestionAnswering.score")
         kwargs.setdefault("spans_key", self.spans_key)
         return self.scorer(examples, **kwargs)

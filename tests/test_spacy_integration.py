@@ -317,9 +317,17 @@ def test_multiprocess_pipe_matches_single_process(trained):
 
 
 # ---- registration, precision, errors -----------------------------------------------------
+COMPONENTS = ["albert", "albert_ner", "albert_textcat", "albert_qa", "albert_fill_mask", "albert_multiple_choice"]
+
+
 def test_entry_points_and_registry():
     factories = {e.name: e.value for e in importlib.metadata.entry_points(group="spacy_factories")}
     assert factories["albert"] == "spacy_albert.pipeline.albert:make_albert"
+    assert set(COMPONENTS) <= set(factories)
+    nlp = spacy.blank("en")
+    for name in COMPONENTS:  # each default_config builds a model without touching files
+        nlp.add_pipe(name)
+    assert nlp.pipe_names == COMPONENTS
     archs = {e.name for e in importlib.metadata.entry_points(group="spacy_architectures")}
     for name in ("spacy-albert.AlbertTransformer.v1", "spacy-albert.AlbertListener.v1", "spacy-albert.AlbertTok2Vec.v1"):
         assert name in archs

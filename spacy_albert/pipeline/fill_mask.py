@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 import warnings
 from itertools import islice
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -34,10 +35,10 @@ from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Model, Optimizer
+from thinc.api import Config, Model, Optimizer
 
 from ..errors import AlbertError
-from ..layers.task_model import _autocast, get_module, get_tokenizer, load_task_checkpoint
+from ..layers.task_model import export_task_model, _autocast, get_module, get_tokenizer, load_task_checkpoint
 
 DOC_EXTENSION = "mask_fills"
 if not Doc.has_extension(DOC_EXTENSION):
@@ -70,7 +71,7 @@ def score_fill_mask(
 @Language.factory(
     "albert_fill_mask",
     default_config={
-        "model": DEFAULT_FILL_MASK_MODEL,
+        "model": Config().from_str(DEFAULT_FILL_MASK_MODEL)["model"],
         "top_k": 5,
         "targets": None,
         "mlm_probability": 0.15,
@@ -166,6 +167,11 @@ class AlbertFillMask(TrainablePipe):
         return int(get_module(self.model).config.max_position_embeddings)
 
     # ---- prediction ------------------------------------------------------------------------
+
+
+    def export(self, directory: str | Path) -> Path:
+        """Write encoder + head and tokenizer as a Hugging Face checkpoint transformers loads."""
+        return export_task_model(self.model, directory)
 
     def predict(self, docs: Iterable[Doc]) -> List[List[List[Fill]]]:
         """For each doc, one list of candidates per mask (`[]` for a doc without masks)."""

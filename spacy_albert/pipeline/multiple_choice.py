@@ -37,6 +37,7 @@ nothing to choose from.
 
 from __future__ import annotations
 
+from pathlib import Path
 import copy
 import warnings
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -51,7 +52,7 @@ from spacy.util import registry
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer
 
-from ..layers.task_model import get_module, get_tokenizer, load_task_checkpoint, run_task_model
+from ..layers.task_model import export_task_model, get_module, get_tokenizer, load_task_checkpoint, run_task_model
 
 CHOICES = "choices"
 CORRECT_CHOICE = "correct_choice"
@@ -198,6 +199,11 @@ class AlbertMultipleChoice(TrainablePipe):
         self._warned_no_gold = False
 
     # ---------------------------------------------------------------- prediction
+
+
+    def export(self, directory: str | Path) -> Path:
+        """Write encoder + head and tokenizer as a Hugging Face checkpoint transformers loads."""
+        return export_task_model(self.model, directory)
 
     def predict(self, docs: Iterable[Doc]) -> List[np.ndarray]:
         """One float32 array of reference logits per doc (empty for a doc without choices)."""

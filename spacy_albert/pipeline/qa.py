@@ -76,7 +76,7 @@ from spacy.util import registry
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
-from ..layers.task_model import get_tokenizer, load_task_checkpoint, run_task_model
+from ..layers.task_model import export_task_model, get_tokenizer, load_task_checkpoint, run_task_model
 
 QUESTIONS_EXT = "questions"
 ANSWERS_EXT = "qa_answers"
@@ -620,6 +620,11 @@ class AlbertQuestionAnswering(TrainablePipe):
         return results
 
     # -- prediction ----------------------------------------------------------------------------
+
+
+    def export(self, directory: str | Path) -> Path:
+        """Write encoder + head and tokenizer as a Hugging Face checkpoint transformers loads."""
+        return export_task_model(self.model, directory)
 
     def predict(self, docs: Iterable[Doc]) -> List[List[Answer]]:
         """For each doc, its answers: the `doc._.qa_answers` entries it will get."""

@@ -20,7 +20,7 @@ from thinc.util import get_torch_default_device
 
 from ..hub import resolve_model_dir
 from ..models.checkpoint import check_vocab_matches
-from ..models.configuration import AlbertConfig
+from ..models.configuration import ARCHITECTURE_FIELDS, AlbertConfig
 from ..models.modeling_albert import (
     AlbertForMaskedLM,
     AlbertForMultipleChoice,
@@ -148,22 +148,7 @@ def build_task_model(
         raise ValueError(f"task={task!r}; choose one of {sorted(TASKS)}.")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}.")
-    config = AlbertConfig(
-        vocab_size=vocab_size,
-        embedding_size=embedding_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_hidden_layers,
-        num_hidden_groups=num_hidden_groups,
-        num_attention_heads=num_attention_heads,
-        intermediate_size=intermediate_size,
-        inner_group_num=inner_group_num,
-        hidden_act=hidden_act,
-        hidden_dropout_prob=hidden_dropout_prob,
-        attention_probs_dropout_prob=attention_probs_dropout_prob,
-        max_position_embeddings=max_position_embeddings,
-        type_vocab_size=type_vocab_size,
-        num_labels=num_labels,
-    )
+    config = AlbertConfig(**{k: v for k, v in locals().items() if k in ARCHITECTURE_FIELDS})
     shim = PyTorchShim(
         TASKS[task](config), serialize_model=serialize_weights, deserialize_model=deserialize_weights
     )

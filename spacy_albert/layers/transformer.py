@@ -24,7 +24,7 @@ from thinc.util import get_torch_default_device
 from ..errors import ShapeMismatchError
 from ..hub import resolve_model_dir
 from ..models.checkpoint import check_vocab_matches, read_checkpoint_weights
-from ..models.configuration import AlbertConfig
+from ..models.configuration import ARCHITECTURE_FIELDS, AlbertConfig
 from ..tokenization.alignment import align_pieces
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
 from .data import AlbertDocData
@@ -213,21 +213,7 @@ def build_albert_transformer(
         raise ValueError(f"window ({window}) and stride ({stride}) must be positive.")
     if not 1 <= output_layers <= num_hidden_layers + 1:
         raise ValueError(f"output_layers={output_layers} must lie in [1, num_hidden_layers + 1].")
-    config = AlbertConfig(
-        vocab_size=vocab_size,
-        embedding_size=embedding_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_hidden_layers,
-        num_hidden_groups=num_hidden_groups,
-        num_attention_heads=num_attention_heads,
-        intermediate_size=intermediate_size,
-        inner_group_num=inner_group_num,
-        hidden_act=hidden_act,
-        hidden_dropout_prob=hidden_dropout_prob,
-        attention_probs_dropout_prob=attention_probs_dropout_prob,
-        max_position_embeddings=max_position_embeddings,
-        type_vocab_size=type_vocab_size,
-    )
+    config = AlbertConfig(**{k: v for k, v in locals().items() if k in ARCHITECTURE_FIELDS})
     encoder = PyTorchWrapper_v2(
         WindowedEncoder(config, precision),
         convert_inputs=_convert_inputs,

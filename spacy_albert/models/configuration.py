@@ -39,6 +39,12 @@ _DEFAULTS: dict[str, Any] = {
     "bos_token_id": 2,
     "eos_token_id": 3,
 }
+# The fields that spaCy architectures take as hyperparameters (besides num_labels).
+ARCHITECTURE_FIELDS = (
+    "vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_hidden_groups",
+    "num_attention_heads", "intermediate_size", "inner_group_num", "hidden_act", "hidden_dropout_prob",
+    "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size", "num_labels",
+)  # fmt: skip
 # Generic fields every Hugging Face config has, with their defaults.
 _GENERIC: dict[str, Any] = {
     "output_hidden_states": False,

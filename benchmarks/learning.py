@@ -4,7 +4,7 @@ plain PyTorch loop, from the same checkpoint with the same hyperparameters and d
 
 Both sides get the same random-init (or given) checkpoint, the same SentencePiece vocabulary,
 the same sentences in the same order, batch size, learning rate (Adam, no weight decay, no
-clipping, constant rate), dropout and epochs; both are scored with spaCy's scorer on the same
+clipping, constant rate), dropout (0.1 in the encoder and before the classifier) and epochs; both are scored with spaCy's scorer on the same
 dev docs. Prints dev scores and seconds per epoch for each, the differences and the ratio, and
 appends a JSON line to benchmarks/results/learning.jsonl. Data: ../shared/data (never copied).
 
@@ -101,7 +101,7 @@ def ours_ner(checkpoint: Path, train, dev, args) -> dict:
     for _ in range(args.epochs):
         start = time.perf_counter()
         for batch in batches(train_eg, args.batch_size):
-            nlp.update(batch, sgd=optimizer, drop=0.0)
+            nlp.update(batch, sgd=optimizer, drop=0.1)
         epoch_times.append(time.perf_counter() - start)
     scores = nlp.evaluate(dev_eg)
     return {"f": scores["ents_f"] * 100, "seconds_per_epoch": float(np.mean(epoch_times)), "labels": labels}
@@ -179,7 +179,7 @@ def ours_textcat(checkpoint: Path, train, dev, args) -> dict:
     for _ in range(args.epochs):
         start = time.perf_counter()
         for batch in batches(train_eg, args.batch_size):
-            nlp.update(batch, sgd=optimizer, drop=0.0)
+            nlp.update(batch, sgd=optimizer, drop=0.1)
         epoch_times.append(time.perf_counter() - start)
     scores = nlp.evaluate(dev_eg)
     return {"accuracy": _accuracy(dev_eg, nlp) * 100, "macro_f": scores["cats_macro_f"] * 100,

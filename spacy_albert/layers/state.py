@@ -87,6 +87,12 @@ def _deserialize_state(_: AlbertState, value: bytes, name: str, model: Model) ->
     return AlbertState(config, msg["tokenizer"])
 
 
+def dropout_settings(config: AlbertConfig) -> dict[str, Any]:
+    """The dropout probabilities of a config (training settings, not shapes)."""
+    names = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob")
+    return {name: getattr(config, name) for name in names}
+
+
 def serialize_weights(module: torch.nn.Module) -> bytes:
     """The module's weights as safetensors bytes, tied weights (the MLM decoder) stored once."""
     from safetensors.torch import save

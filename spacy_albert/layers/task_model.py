@@ -31,7 +31,7 @@ from ..models.modeling_albert import (
     AlbertPreTrainedModel,
 )
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
-from .state import REBUILDERS, AlbertState, deserialize_weights, serialize_weights
+from .state import REBUILDERS, AlbertState, deserialize_weights, dropout_settings, serialize_weights
 
 TASKS: dict[str, type[AlbertPreTrainedModel]] = {
     "question-answering": AlbertForQuestionAnswering,
@@ -72,11 +72,13 @@ def load_task_checkpoint(model: Model, name_or_path: str | Path, **config_overri
     head of another size is started anew."""
     directory = resolve_model_dir(name_or_path)
     module_class = TASKS[model.attrs["task"]]
-    module = module_class.from_pretrained(directory, ignore_mismatched_sizes=True, **config_overrides)
+    state: AlbertState = model.attrs["albert"]
+    # Shapes come from the checkpoint; dropout is a training setting and stays the configured one.
+    overrides = {**dropout_settings(state.config), **config_overrides}
+    module = module_class.from_pretrained(directory, ignore_mismatched_sizes=True, **overrides)
     tokenizer = AlbertTokenizerFast.from_pretrained(directory)
     check_vocab_matches(tokenizer, module.config)
     _set_module(model, module)
-    state: AlbertState = model.attrs["albert"]
     state.config = module.config
     state.set_tokenizer(tokenizer)
 

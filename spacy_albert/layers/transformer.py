@@ -29,7 +29,7 @@ from ..tokenization.alignment import align_pieces
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
 from .data import AlbertDocData
 from .encoder import WindowBatch, WindowedEncoder, make_windows
-from .state import REBUILDERS, AlbertState, deserialize_weights, serialize_weights
+from .state import REBUILDERS, AlbertState, deserialize_weights, dropout_settings, serialize_weights
 
 SPAN_MODES = ("strided", "sentences")
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -62,7 +62,8 @@ def load_checkpoint(model: Model, name_or_path: str | Path) -> None:
     """Load config, weights and vocabulary of a Hugging Face ALBERT checkpoint into `model`."""
     state: AlbertState = model.attrs["albert"]
     directory = resolve_model_dir(name_or_path)
-    config = AlbertConfig.from_pretrained(directory)
+    # Shapes come from the checkpoint; dropout is a training setting and stays the configured one.
+    config = AlbertConfig.from_pretrained(directory, **dropout_settings(state.config))
     built_width = model.get_dim("nO")
     if config.hidden_size != built_width:
         raise ShapeMismatchError(

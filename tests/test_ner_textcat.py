@@ -206,7 +206,7 @@ def test_textcat_learns_and_round_trips(albert_checkpoint, exclusive, data, tmp_
     examples = cat_examples(nlp, data)
     nlp.initialize(lambda: examples)
     before = nlp.evaluate(examples)
-    history = train(nlp, examples, steps=40, lr=0.001)
+    history = train(nlp, examples, steps=60, lr=0.001)
     after = nlp.evaluate(examples)
     assert history[-1] < 0.3 * history[0], history
     assert after["cats_score"] > before["cats_score"] and after["cats_macro_auc"] == 1.0, (before, after)

@@ -107,7 +107,7 @@ class AlbertTextCategorizer(TrainablePipe):
         validate_get_examples(get_examples, "AlbertTextCategorizer.initialize")
         checkpoint = load_encoder(self.model, checkpoint)
         head = self._checkpoint_head(checkpoint) if checkpoint else None
-        if head is not None:
+        if head is not None and "labels" in head:
             self.cfg["labels"] = list(head["labels"])
         else:
             found = labels or sorted({cat for eg in get_examples() for cat in eg.reference.cats})
@@ -120,18 +120,23 @@ class AlbertTextCategorizer(TrainablePipe):
         self.model.get_ref("classifier").set_dim("nO", len(self.cfg["labels"]), force=True)
         docs = [eg.predicted for eg in islice(get_examples(), 10)]
         self.model.initialize(X=docs)
-        if head is not None:
+        if head is not None and "pooler.weight" in head:  # the pretrained pooler, as the reference loads it
             set_linear(self.model.get_ref("pooler"), head["pooler.weight"], head["pooler.bias"], "pooler")
+        if head is not None and "labels" in head:
             set_linear(self.model.get_ref("classifier"), head["classifier.weight"], head["classifier.bias"], "classifier")
 
     def _checkpoint_head(self, checkpoint: str) -> Optional[dict[str, Any]]:
+        """The checkpoint's pooler, and its classifier with labels if it has a fine-tuned one."""
         config, weights = read_head(checkpoint)
-        names = ("albert.pooler.weight", "albert.pooler.bias", "classifier.weight", "classifier.bias")
-        if not all(n in weights for n in names) or weights["classifier.weight"].shape[0] != config.num_labels:
-            return None
-        head = {n.replace("albert.", ""): weights[n] for n in names}
-        head["labels"] = [config.id2label[i] for i in range(config.num_labels)]
-        return head
+        head: dict[str, Any] = {}
+        for name in ("albert.pooler.weight", "albert.pooler.bias", "pooler.weight", "pooler.bias"):
+            if name in weights:
+                head[name.replace("albert.", "")] = weights[name]
+        weight, bias = weights.get("classifier.weight"), weights.get("classifier.bias")
+        if weight is not None and bias is not None and weight.shape[0] == config.num_labels:
+            head.update({"classifier.weight": weight, "classifier.bias": bias})
+            head["labels"] = [config.id2label[i] for i in range(config.num_labels)]
+        return head or None
 
     def predict(self, docs: Iterable[Doc]) -> Floats2d:
         docs = list(docs)

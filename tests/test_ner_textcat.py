@@ -265,3 +265,21 @@ def test_textcat_rejects_unknown_categories(albert_checkpoint):
     nlp.initialize(lambda: cat_examples(nlp, CAT_DATA))
     with pytest.raises(AlbertError, match="'SPAM'"):
         nlp.update([Example.from_dict(nlp.make_doc("buy now"), {"cats": {"SPAM": 1.0}})])
+
+
+@pytest.mark.parametrize("scheme", ["BILUO", "BIO"])
+def test_ner_gold_fast_path_equals_spacy_alignment(scheme):
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("albert_ner", config={"scheme": scheme})
+    for label in ("PER", "LOC", "creative-work"):
+        ner.add_label(label)
+    index = {t: i for i, t in enumerate(ner.tags)}
+    data = NER_DATA + [("The Da Vinci Code is a book.", [(4, 17, "creative-work")])]
+    for text, entities in data:
+        example = Example.from_dict(nlp.make_doc(text), {"entities": entities})
+        aligned = example.get_aligned_ner()
+        if scheme == "BIO":
+            aligned = [t.replace("L-", "I-").replace("U-", "B-") for t in aligned]
+        assert ner._gold_ids_same_tokens(example.reference).tolist() == [index[t] for t in aligned]
+    unannotated = Example(nlp.make_doc("Alice lives here"), nlp.make_doc("Alice lives here"))
+    assert ner._gold_ids(unannotated).tolist() == [-1, -1, -1]  # missing gold is ignored

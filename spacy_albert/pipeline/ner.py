@@ -210,8 +210,17 @@ class AlbertNER(TrainablePipe):
                 doc.spans[self.cfg["spans_key"]] = spans
 
     # ---- training -------------------------------------------------------------------------
+    def _unknown_label(self, label: str) -> AlbertError:
+        return AlbertError(
+            f"{self.name!r} got the entity label {label!r}, which is not one of its labels "
+            f"{list(self.labels)}: add it (add_label) before initialising, or re-initialise."
+        )
+
     def _gold_ids(self, example: Example) -> np.ndarray:
         """Gold tag ids for the predicted tokens; -1 where the gold is missing."""
+        predicted, reference = example.predicted, example.reference
+        if len(predicted) == len(reference) and np.array_equal(predicted.to_array("ORTH"), reference.to_array("ORTH")):
+            return self._gold_ids_same_tokens(reference)
         index = {t: i for i, t in enumerate(self.cfg["tags"])}
         gold = example.get_aligned_ner()
         if self.cfg["scheme"] == "BIO":
@@ -221,11 +230,26 @@ class AlbertNER(TrainablePipe):
             if tag in (None, "-"):
                 continue
             if tag not in index:
-                raise AlbertError(
-                    f"{self.name!r} got the entity label {tag[2:]!r}, which is not one of its labels "
-                    f"{list(self.labels)}: add it (add_label) before initialising, or re-initialise."
-                )
+                raise self._unknown_label(tag[2:])
             ids[i] = index[tag]
+        return ids
+
+    def _gold_ids_same_tokens(self, reference: Doc) -> np.ndarray:
+        """`_gold_ids` when the predicted tokens are the reference's (the usual case), without
+        spaCy's token-by-token alignment."""
+        index = {t: i for i, t in enumerate(self.cfg["tags"])}
+        ids = np.where(reference.to_array("ENT_IOB") == 0, -1, index["O"]).astype("int64")  # 0: missing
+        biluo = self.cfg["scheme"] == "BILUO"
+        for ent in reference.ents:
+            if f"B-{ent.label_}" not in index:
+                raise self._unknown_label(ent.label_)
+            if len(ent) == 1:
+                ids[ent.start] = index[f"U-{ent.label_}" if biluo else f"B-{ent.label_}"]
+                continue
+            ids[ent.start] = index[f"B-{ent.label_}"]
+            ids[ent.start + 1 : ent.end] = index[f"I-{ent.label_}"]
+            if biluo:
+                ids[ent.end - 1] = index[f"L-{ent.label_}"]
         return ids
 
     def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> tuple[float, List[Floats2d]]:

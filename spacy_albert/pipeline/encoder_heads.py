@@ -5,12 +5,13 @@ encoder + head as a Hugging Face checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
 import torch
 from spacy.language import Language
-from thinc.api import Model
+from spacy.training import Example, validate_examples
+from thinc.api import Model, Optimizer, set_dropout_rate
 
 from ..errors import AlbertError, ShapeMismatchError
 from ..hub import resolve_model_dir
@@ -20,6 +21,32 @@ from ..layers.transformer import get_torch_encoder, load_checkpoint
 from ..models.checkpoint import read_checkpoint_weights
 from ..models.configuration import AlbertConfig
 from ..models.modeling_albert import AlbertPreTrainedModel
+
+
+class HeadUpdateMixin:
+    """`update` for components whose model maps docs to scores and whose `get_loss` gives
+    the loss and its gradient (the spaCy tagger pattern)."""
+
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        losses = {} if losses is None else losses
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, f"{type(self).__name__}.update")
+        set_dropout_rate(self.model, drop)
+        scores, backprop = self.model.begin_update([eg.predicted for eg in examples])
+        loss, d_scores = self.get_loss(examples, scores)
+        backprop(d_scores)
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
 
 
 def find_encoder(model: Model, nlp: Optional[Language] = None, component: str = "") -> Model:

@@ -20,12 +20,12 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc
 from spacy.training import Example, biluo_tags_to_spans, iob_to_biluo, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model
 from thinc.types import Floats2d
 
 from ..errors import AlbertError
 from ..models.modeling_albert import AlbertForTokenClassification
-from .encoder_heads import export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
+from .encoder_heads import HeadUpdateMixin, export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
 
 SCHEMES = ("BILUO", "BIO")
 DEFAULT_NER_MODEL = """
@@ -105,7 +105,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-class AlbertNER(TrainablePipe):
+class AlbertNER(HeadUpdateMixin, TrainablePipe):
     """Token classification over ALBERT pieces, decoded into valid entity spans."""
 
     def __init__(
@@ -269,27 +269,6 @@ class AlbertNER(TrainablePipe):
             d[~known] = 0.0
             grads.append(ops.asarray2f(d / n))
         return loss / n, grads
-
-    def update(
-        self,
-        examples: Iterable[Example],
-        *,
-        drop: float = 0.0,
-        sgd: Optional[Optimizer] = None,
-        losses: Optional[Dict[str, float]] = None,
-    ) -> Dict[str, float]:
-        losses = {} if losses is None else losses
-        losses.setdefault(self.name, 0.0)
-        examples = list(examples)
-        validate_examples(examples, "AlbertNER.update")
-        set_dropout_rate(self.model, drop)
-        scores, backprop = self.model.begin_update([eg.predicted for eg in examples])
-        loss, d_scores = self.get_loss(examples, scores)
-        backprop(d_scores)
-        if sgd is not None:
-            self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
 
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, object]:
         validate_examples(examples, "AlbertNER.score")

@@ -20,12 +20,12 @@ from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model
 from thinc.types import Floats2d
 
 from ..errors import AlbertError
 from ..models.modeling_albert import AlbertForSequenceClassification
-from .encoder_heads import export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
+from .encoder_heads import HeadUpdateMixin, export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
 
 DEFAULT_TEXTCAT_MODEL = """
 [model]
@@ -64,7 +64,7 @@ def make_albert_textcat(
                                  threshold=threshold, scorer=scorer)  # fmt: skip
 
 
-class AlbertTextCategorizer(TrainablePipe):
+class AlbertTextCategorizer(HeadUpdateMixin, TrainablePipe):
     """Sequence classification over the [CLS] state: softmax (exclusive) or sigmoid."""
 
     def __init__(
@@ -189,27 +189,6 @@ class AlbertTextCategorizer(TrainablePipe):
             loss = -float((truths * np.log(p) + (1 - truths) * np.log(1 - p))[known].sum()) / n
             d = np.where(known, probs - truths, 0.0) / n
         return loss, ops.asarray2f(d.astype("float32"))
-
-    def update(
-        self,
-        examples: Iterable[Example],
-        *,
-        drop: float = 0.0,
-        sgd: Optional[Optimizer] = None,
-        losses: Optional[Dict[str, float]] = None,
-    ) -> Dict[str, float]:
-        losses = {} if losses is None else losses
-        losses.setdefault(self.name, 0.0)
-        examples = list(examples)
-        validate_examples(examples, "AlbertTextCategorizer.update")
-        set_dropout_rate(self.model, drop)
-        logits, backprop = self.model.begin_update([eg.predicted for eg in examples])
-        loss, d_logits = self.get_loss(examples, logits)
-        backprop(d_logits)
-        if sgd is not None:
-            self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
 
     def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
         validate_examples(examples, "AlbertTextCategorizer.score")

@@ -3,7 +3,6 @@ recipe, masked-LM training, serialization, export, and the shipped config."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -338,18 +337,9 @@ def test_export_loads_in_transformers(trained, tmp_path):
 # ---- the shipped config -----------------------------------------------------------------------
 
 
-def _factory_installed() -> bool:
-    return any(e.name == "albert_fill_mask" for e in importlib.metadata.entry_points(group="spacy_factories"))
-
-
 def run_spacy(*args: str, tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python -m spacy ...`; `--code` registers the factory until its entry point is installed."""
-    code = []
-    if not _factory_installed():
-        code_file = tmp_path / "register_fill_mask.py"
-        code_file.write_text("import spacy_albert.pipeline.fill_mask  # noqa: F401\n")
-        code = ["--code", str(code_file)]
-    cmd = [sys.executable, "-m", "spacy", *args, *code]
+    """`python -m spacy ...` (the factory comes in through its entry point)."""
+    cmd = [sys.executable, "-m", "spacy", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result

@@ -4,7 +4,6 @@ checkpoint export, and the shipped config under `spacy debug config` / `spacy tr
 
 from __future__ import annotations
 
-import importlib.metadata
 import random
 import shutil
 import subprocess
@@ -274,13 +273,7 @@ def test_export_loads_in_transformers(trained, tmp_path):
 
 
 def spacy_cli(tmp_path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    code = []
-    factories = {ep.name for ep in importlib.metadata.entry_points(group="spacy_factories")}
-    if NAME not in factories:  # until the installed package's entry points list the component
-        (tmp_path / "register.py").write_text("import spacy_albert.pipeline.multiple_choice  # noqa: F401\n")
-        code = ["--code", str(tmp_path / "register.py")]
-    result = subprocess.run([sys.executable, "-m", "spacy", *args, *code], capture_output=True, text=True,
-                            timeout=timeout)  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "spacy", *args], capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 

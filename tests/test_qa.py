@@ -415,11 +415,9 @@ def _write_corpus(nlp, path, data):
 
 
 def _spacy_cli(args, tmp_path, timeout):
-    code = tmp_path / "register_qa.py"  # works whether or not the factory entry point is installed
-    code.write_text("import spacy_albert.pipeline.qa\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "spacy", *args, "--code", str(code)], capture_output=True,
-                          text=True, timeout=timeout, env=env)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "spacy", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)  # fmt: skip
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     return proc
 

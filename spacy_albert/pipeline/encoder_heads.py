@@ -68,10 +68,6 @@ def find_encoder(model: Model, nlp: Optional[Language] = None, component: str = 
     )
 
 
-def owns_encoder(model: Model) -> bool:
-    return any(node.name == "albert_transformer" for node in model.walk())
-
-
 def read_head(checkpoint: str | Path) -> tuple[AlbertConfig, dict[str, torch.Tensor]]:
     """The config and all tensors of a checkpoint (to take a fine-tuned head from)."""
     directory = resolve_model_dir(checkpoint)

@@ -9,6 +9,7 @@ working component without training, and `export()` writes encoder + head back in
 
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
@@ -60,6 +61,11 @@ def make_albert_ner(
 def tag_names(labels: Iterable[str], scheme: str) -> List[str]:
     prefixes = "BILU" if scheme == "BILUO" else "BI"
     return ["O"] + [f"{p}-{label}" for label in labels for p in prefixes]
+
+
+@lru_cache(maxsize=16)
+def _cached_masks(tags: tuple[str, ...], scheme: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return transition_masks(list(tags), scheme)
 
 
 def transition_masks(tags: List[str], scheme: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -198,7 +204,7 @@ class AlbertNER(HeadUpdateMixin, TrainablePipe):
 
     def set_annotations(self, docs: Iterable[Doc], scores: List[Floats2d]) -> None:
         tags = self.cfg["tags"]
-        allowed, start, end = transition_masks(tags, self.cfg["scheme"])
+        allowed, start, end = _cached_masks(tuple(tags), self.cfg["scheme"])
         for doc, doc_scores in zip(docs, scores):
             best = viterbi(_log_softmax(self.model.ops.to_numpy(doc_scores)), allowed, start, end)
             names = [tags[i] for i in best]
@@ -216,12 +222,16 @@ class AlbertNER(HeadUpdateMixin, TrainablePipe):
             f"{list(self.labels)}: add it (add_label) before initialising, or re-initialise."
         )
 
-    def _gold_ids(self, example: Example) -> np.ndarray:
+    @property
+    def _tag_index(self) -> Dict[str, int]:
+        return {t: i for i, t in enumerate(self.cfg["tags"])}
+
+    def _gold_ids(self, example: Example, index: Optional[Dict[str, int]] = None) -> np.ndarray:
         """Gold tag ids for the predicted tokens; -1 where the gold is missing."""
+        index = self._tag_index if index is None else index
         predicted, reference = example.predicted, example.reference
         if len(predicted) == len(reference) and np.array_equal(predicted.to_array("ORTH"), reference.to_array("ORTH")):
-            return self._gold_ids_same_tokens(reference)
-        index = {t: i for i, t in enumerate(self.cfg["tags"])}
+            return self._gold_ids_same_tokens(reference, index)
         gold = example.get_aligned_ner()
         if self.cfg["scheme"] == "BIO":
             gold = [None if t in (None, "-") else t.replace("L-", "I-").replace("U-", "B-") for t in gold]
@@ -234,10 +244,10 @@ class AlbertNER(HeadUpdateMixin, TrainablePipe):
             ids[i] = index[tag]
         return ids
 
-    def _gold_ids_same_tokens(self, reference: Doc) -> np.ndarray:
+    def _gold_ids_same_tokens(self, reference: Doc, index: Optional[Dict[str, int]] = None) -> np.ndarray:
         """`_gold_ids` when the predicted tokens are the reference's (the usual case), without
         spaCy's token-by-token alignment."""
-        index = {t: i for i, t in enumerate(self.cfg["tags"])}
+        index = self._tag_index if index is None else index
         ids = np.where(reference.to_array("ENT_IOB") == 0, -1, index["O"]).astype("int64")  # 0: missing
         biluo = self.cfg["scheme"] == "BILUO"
         for ent in reference.ents:
@@ -256,7 +266,8 @@ class AlbertNER(HeadUpdateMixin, TrainablePipe):
         """Mean cross-entropy over tokens with a gold tag (the reference's loss)."""
         validate_examples(examples, "AlbertNER.get_loss")
         ops = self.model.ops
-        gold = [self._gold_ids(eg) for eg in examples]
+        index = self._tag_index
+        gold = [self._gold_ids(eg, index) for eg in examples]
         n = max(1, sum(int((g >= 0).sum()) for g in gold))
         loss, grads = 0.0, []
         for doc_scores, ids in zip(scores, gold):

@@ -1,0 +1,67 @@
+"""``export``: a trained pipeline's ALBERT component (encoder + head) as a Hugging Face checkpoint."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+import typer
+
+from ._app import app
+
+
+def exportable_components(nlp: Any) -> List[Tuple[str, Any]]:
+    """(name, component) of every spacy-albert component of `nlp` (disabled ones included)
+    that can write itself as a Hugging Face checkpoint."""
+    return [
+        (name, pipe)
+        for name, pipe in nlp.components
+        if type(pipe).__module__.startswith("spacy_albert.") and callable(getattr(pipe, "export", None))
+    ]
+
+
+@app.command("export")
+def export_cli(
+    pipeline: str = typer.Argument(..., help="A trained pipeline: its directory (or installed package name)."),
+    output_dir: Path = typer.Argument(..., help="Directory for the checkpoint (config, weights, tokenizer)."),
+    component: Optional[str] = typer.Option(None, "--component", "-c", help="The component to export (default: the only exportable one)."),
+) -> None:
+    """Write a component's encoder and head (albert_ner, albert_textcat, albert_fill_mask,
+    albert_multiple_choice, albert_qa) as a checkpoint that transformers' `Albert*` classes
+    and spacy-albert load, with its tokenizer and labels."""
+    import spacy
+
+    from ..errors import AlbertError
+
+    try:
+        nlp = spacy.load(pipeline)
+    except (OSError, ValueError) as err:
+        reason = "no such directory or package" if not Path(pipeline).exists() else str(err).splitlines()[0]
+        typer.echo(f"export: cannot load the pipeline {pipeline!r}: {reason}", err=True)
+        raise typer.Exit(1)
+    candidates = exportable_components(nlp)
+    names = [name for name, _ in candidates]
+    if component is None:
+        if len(candidates) != 1:
+            found = f"several: {', '.join(names)}" if names else "none"
+            typer.echo(f"export: pick a component with --component; exportable components in {pipeline}: {found}.", err=True)
+            raise typer.Exit(1)
+        component = names[0]
+    if component not in names:
+        what = "is not exportable" if component in nlp.component_names else "is not in the pipeline"
+        typer.echo(f"export: {component!r} {what}; exportable components: {', '.join(names) or 'none'}.", err=True)
+        raise typer.Exit(1)
+    pipe = dict(candidates)[component]
+    kwargs = {"nlp": nlp} if "nlp" in inspect.signature(pipe.export).parameters else {}
+    try:
+        directory = Path(pipe.export(output_dir, **kwargs))
+    except (AlbertError, ValueError, OSError, KeyError) as err:
+        typer.echo(f"export: {component!r} could not be exported: {err}", err=True)
+        raise typer.Exit(1)
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    head = (config.get("architectures") or ["?"])[0]
+    labels = config.get("id2label") if head.endswith(("TokenClassification", "SequenceClassification")) else None
+    described = f"{head}, {len(labels)} labels" if labels else head
+    typer.echo(f"Exported {component!r} ({described}) to {directory}")

@@ -106,7 +106,7 @@ def test_alignment_properties(tokenizer, doc):
         if len(overlapping) != len(own):
             assert len(own) == 1 and not any(
                 starts[p] < token.idx + len(token) and token.idx < ends[p] for p in range(len(pieces))
-            )
+            ), ([t.text for t in doc], token.i, own.tolist(), offsets.tolist(), pieces)
         # A token with some non-whitespace character gets at least one piece.
         if token.text.strip() and len(pieces):
             assert len(own) >= 1, (token.text, pieces)

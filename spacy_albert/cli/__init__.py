@@ -11,11 +11,7 @@ import importlib
 from ._app import NAME, app
 
 for _module in ("train_vocab", "pretrain", "convert", "export", "quantize"):
-    try:
-        importlib.import_module(f"{__name__}.{_module}")
-    except ModuleNotFoundError as err:  # a command module not written yet
-        if err.name != f"{__name__}.{_module}":
-            raise
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["app", "NAME", "main"]
 

@@ -15,21 +15,22 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import numpy as np
-import torch
+from spacy.attrs import IDX, LENGTH
 from spacy.tokens import Doc
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, PyTorchWrapper_v2, torch2xp, xp2torch
 from thinc.util import get_torch_default_device
 
-from ..errors import ShapeMismatchError
+from ..errors import AlbertError, ShapeMismatchError
 from ..hub import resolve_model_dir
 from ..models.checkpoint import check_vocab_matches, read_checkpoint_weights
 from ..models.configuration import ARCHITECTURE_FIELDS, AlbertConfig
 from ..tokenization.alignment import align_pieces
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
 from .data import AlbertDocData
-from .encoder import WindowBatch, WindowedEncoder, make_windows
-from .state import REBUILDERS, AlbertState, deserialize_weights, dropout_settings, serialize_weights
+from .encoder import ATTENTION_PADDING_TOLERANCE, BATCHING_MODES, WindowBatch, WindowedEncoder, make_windows
+from .quantize import QUANTIZE_MODES, deserialize_encoder, serialize_encoder
+from .state import REBUILDERS, AlbertState, dropout_settings
 
 SPAN_MODES = ("strided", "sentences")
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -39,8 +40,17 @@ def _encoder_node(model: Model) -> Model:
     return model.layers[0]
 
 
+def _new_encoder(model: Model, config: AlbertConfig) -> WindowedEncoder:
+    """A float encoder with this model's precision, quantization and compile settings
+    (quantization is applied on first use, or when int8 weights are loaded)."""
+    attrs = model.attrs
+    return WindowedEncoder(
+        config, attrs["precision"], quantize=attrs.get("quantize"), torch_compile=attrs.get("torch_compile", False)
+    )
+
+
 def _rebuild(model: Model, config: AlbertConfig) -> None:
-    _set_encoder(model, WindowedEncoder(config, model.attrs["precision"]))
+    _set_encoder(model, _new_encoder(model, config))
 
 
 REBUILDERS["albert_transformer"] = _rebuild
@@ -71,7 +81,7 @@ def load_checkpoint(model: Model, name_or_path: str | Path) -> None:
             f"was built with hidden_size={built_width}: set hidden_size = {config.hidden_size} in its config so that "
             "the layers reading its output get the right width."
         )
-    encoder = WindowedEncoder(config, model.attrs["precision"])
+    encoder = _new_encoder(model, config)
     encoder.albert.load_checkpoint_state(read_checkpoint_weights(directory), source=directory)
     tokenizer = AlbertTokenizerFast.from_pretrained(directory)
     check_vocab_matches(tokenizer, config)
@@ -81,22 +91,8 @@ def load_checkpoint(model: Model, name_or_path: str | Path) -> None:
 
 
 def _convert_inputs(model: Model, batch: WindowBatch, is_train: bool) -> tuple[ArgsKwargs, Callable]:
-    device = get_torch_default_device()
-
-    def tensors(arrays: list[np.ndarray]) -> list[torch.Tensor]:
-        return [torch.as_tensor(a, device=device) for a in arrays]
-
-    kwargs = {
-        "input_ids": tensors(batch.input_ids),
-        "attention_mask": tensors(batch.attention_mask),
-        "source": tensors(batch.source),
-        "target": tensors(batch.target),
-        "window_doc": tensors(batch.window_doc),
-        "counts": torch.as_tensor(batch.counts, device=device),
-        "doc_windows": torch.as_tensor(batch.doc_windows, device=device),
-        "n_layers": batch.n_layers,
-    }
-    return ArgsKwargs(args=(), kwargs=kwargs), lambda d_inputs: batch
+    # The encoder turns the chunks' arrays into tensors on its own device, chunk by chunk.
+    return ArgsKwargs(args=(batch,), kwargs={}), lambda d_inputs: batch
 
 
 def _convert_outputs(model: Model, inputs_outputs: tuple, is_train: bool) -> tuple[Any, Callable]:
@@ -123,6 +119,11 @@ def _doc_spans(doc: Doc, alignment: Any, n_pieces: int, mode: str) -> list[tuple
 
 
 def forward(model: Model, docs: List[Doc], is_train: bool) -> tuple[List[AlbertDocData], Callable]:
+    if is_train and (model.attrs.get("quantize") or get_torch_encoder(model).quantized):
+        raise AlbertError(
+            "This ALBERT encoder is int8-quantized, which is for inference only: train the float model "
+            "(quantize = null) and quantize the trained pipeline afterwards (python -m spacy_albert quantize)."
+        )
     state: AlbertState = model.attrs["albert"]
     config = state.config
     encodings = state.backend.encode_batch([doc.text for doc in docs], add_special_tokens=False)
@@ -130,9 +131,9 @@ def forward(model: Model, docs: List[Doc], is_train: bool) -> tuple[List[AlbertD
     for doc, enc in zip(docs, encodings):
         ids = np.asarray(enc.ids, dtype="int64")
         offsets = np.asarray(enc.offsets, dtype="int64").reshape(-1, 2)
-        starts = np.fromiter((t.idx for t in doc), dtype="int64", count=len(doc))
-        ends = starts + np.fromiter((len(t) for t in doc), dtype="int64", count=len(doc))
-        alignment = align_pieces(doc.text, offsets, starts, ends)
+        token_spans = doc.to_array([IDX, LENGTH]).astype("int64").reshape(-1, 2)
+        starts = token_spans[:, 0]
+        alignment = align_pieces(doc.text, offsets, starts, starts + token_spans[:, 1])
         piece_ids.append(ids)
         alignments.append(alignment)
         spans.append(_doc_spans(doc, alignment, len(ids), model.attrs["spans"]))
@@ -148,6 +149,9 @@ def forward(model: Model, docs: List[Doc], is_train: bool) -> tuple[List[AlbertD
         pad_id=tokenizer.pad_token_id,
         max_batch_pieces=model.attrs["max_batch_pieces"],
         n_layers=model.attrs["output_layers"],
+        batching=model.attrs.get("batching", "packed"),
+        linear_cost=2 * config.hidden_size + config.intermediate_size,
+        padding_tolerance=0.0 if get_torch_default_device().type == "cpu" else ATTENTION_PADDING_TOLERANCE,
     )
     if not docs:
         return [], lambda d_outputs: []
@@ -196,6 +200,10 @@ def build_albert_transformer(
     output_layers: int = 1,
     precision: str = "float32",
     max_batch_pieces: int = 8192,
+    batching: str = "packed",
+    sort_buffer: int = 16,
+    quantize: Optional[str] = None,
+    torch_compile: bool = False,
 ) -> Model[List[Doc], List[AlbertDocData]]:
     """ALBERT over spaCy Docs: returns each doc's piece states and piece-to-token alignment.
 
@@ -203,20 +211,35 @@ def build_albert_transformer(
     hub id), loaded at `nlp.initialize()`, replaces them with its own config. `window` and
     `stride` are in pieces (windows are capped at max_position_embeddings - 2); `spans`
     "sentences" windows along `doc.sents`. `output_layers` > 1 keeps that many last layers
-    for listeners that mix them. `precision` is "float32", "bfloat16" or "float16" (autocast;
-    float16 with gradient scaling, for GPUs). `max_batch_pieces` bounds a padded chunk.
+    for listeners that mix them.
+
+    Speed settings (none changes the model's outputs beyond float rounding, except `precision`
+    and `quantize`): `precision` is "float32", "bfloat16" or "float16" (autocast; float16
+    with gradient scaling, for GPUs). `batching` "packed" runs the linear layers on real
+    positions only (padding-free) and attention in length buckets; "padded" pads each chunk
+    to its longest window. `max_batch_pieces` bounds a chunk's positions. `sort_buffer`: the
+    component's `pipe` (`nlp.pipe`) encodes this many batches at a time sorted by length and
+    restores their order (1: no sorting across batches). `quantize` "int8" applies dynamic
+    int8 quantization to the encoder's linear layers for CPU inference (training it is an
+    error). `torch_compile` compiles the position-wise blocks with `torch.compile`.
     """
     if spans not in SPAN_MODES:
         raise ValueError(f"spans={spans!r}; choose one of {SPAN_MODES}.")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}.")
+    if batching not in BATCHING_MODES:
+        raise ValueError(f"batching={batching!r}; choose one of {BATCHING_MODES}.")
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize={quantize!r}; choose one of {QUANTIZE_MODES}.")
     if window < 1 or stride < 1:
         raise ValueError(f"window ({window}) and stride ({stride}) must be positive.")
+    if max_batch_pieces < 1 or sort_buffer < 1:
+        raise ValueError(f"max_batch_pieces ({max_batch_pieces}) and sort_buffer ({sort_buffer}) must be positive.")
     if not 1 <= output_layers <= num_hidden_layers + 1:
         raise ValueError(f"output_layers={output_layers} must lie in [1, num_hidden_layers + 1].")
     config = AlbertConfig(**{k: v for k, v in locals().items() if k in ARCHITECTURE_FIELDS})
     encoder = PyTorchWrapper_v2(
-        WindowedEncoder(config, precision),
+        WindowedEncoder(config, precision, quantize=quantize, torch_compile=torch_compile),
         convert_inputs=_convert_inputs,
         convert_outputs=_convert_outputs,
         grad_scaler=PyTorchGradScaler(enabled=precision == "float16"),
@@ -225,8 +248,8 @@ def build_albert_transformer(
     encoder.shims[0] = PyTorchShim(
         shim._model,
         grad_scaler=shim._grad_scaler,
-        serialize_model=serialize_weights,
-        deserialize_model=deserialize_weights,
+        serialize_model=serialize_encoder,
+        deserialize_model=deserialize_encoder,
     )
     return Model(
         "albert_transformer",
@@ -234,14 +257,20 @@ def build_albert_transformer(
         init=init,
         layers=[encoder],
         dims={"nO": hidden_size},
+        # The settings the encoder module is rebuilt with come before "albert", whose
+        # deserialization rebuilds it.
         attrs={
+            "precision": precision,
+            "quantize": quantize,
+            "torch_compile": torch_compile,
             "albert": AlbertState(config),
             "checkpoint": checkpoint,
             "window": window,
             "stride": stride,
             "spans": spans,
             "output_layers": output_layers,
-            "precision": precision,
             "max_batch_pieces": max_batch_pieces,
+            "batching": batching,
+            "sort_buffer": sort_buffer,
         },
     )

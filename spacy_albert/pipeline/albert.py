@@ -17,6 +17,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from ..layers.data import AlbertDocData
 from ..layers.listener import DOC_EXTENSION, AlbertListener, tok2vec_chain
 from ..layers.transformer import load_checkpoint
+from .sorted_pipe import LengthSortedPipe
 
 if not Doc.has_extension(DOC_EXTENSION):
     Doc.set_extension(DOC_EXTENSION, default=None)
@@ -38,7 +39,7 @@ def make_albert(nlp: Language, name: str, model: Model, store_outputs: bool) -> 
     return AlbertComponent(nlp.vocab, model, name=name, store_outputs=store_outputs)
 
 
-class AlbertComponent(Tok2Vec):
+class AlbertComponent(LengthSortedPipe, Tok2Vec):
     """A shared ALBERT encoder that listeners downstream can use and fine-tune.
 
     Weights, vocabulary and shapes come from a Hugging Face checkpoint given at

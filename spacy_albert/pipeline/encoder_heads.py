@@ -109,6 +109,11 @@ def export_checkpoint(
     **config_fields: Any,
 ) -> Path:
     """Write encoder + head as a Hugging Face checkpoint of `head_class` (with tokenizer)."""
+    if get_torch_encoder(encoder).quantized:
+        raise AlbertError(
+            "This ALBERT encoder is int8-quantized and cannot be exported as a Hugging Face checkpoint: "
+            "export the float pipeline it was quantized from."
+        )
     state: AlbertState = encoder.attrs["albert"]
     config = AlbertConfig.from_dict(state.config.to_dict(), **config_fields)
     head = head_class(config)

@@ -18,8 +18,8 @@ import numpy as np
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.scorer import get_ner_prf
-from spacy.tokens import Doc
-from spacy.training import Example, biluo_tags_to_spans, iob_to_biluo, validate_examples, validate_get_examples
+from spacy.tokens import Doc, Span
+from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model
 from thinc.types import Floats2d
@@ -27,6 +27,7 @@ from thinc.types import Floats2d
 from ..errors import AlbertError
 from ..models.modeling_albert import AlbertForTokenClassification
 from .encoder_heads import HeadUpdateMixin, export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
+from .sorted_pipe import LengthSortedPipe
 
 SCHEMES = ("BILUO", "BIO")
 DEFAULT_NER_MODEL = """
@@ -106,12 +107,86 @@ def viterbi(log_probs: np.ndarray, allowed: np.ndarray, start: np.ndarray, end: 
     return best[::-1]
 
 
+def decode_batch(
+    log_probs: List[np.ndarray], allowed: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> List[np.ndarray]:
+    """`viterbi` for many docs at once: the best valid tag ids of each doc.
+
+    A doc whose per-token argmax is a valid sequence with a clear winner at every token
+    (so the unique best path) takes it directly; the others run one Viterbi recursion
+    together, over tokens, vectorised across docs."""
+    results: List[Optional[np.ndarray]] = [None] * len(log_probs)
+    pending = []
+    for i, lp in enumerate(log_probs):
+        if len(lp) == 0:
+            results[i] = np.zeros(0, dtype="int64")
+            continue
+        best = lp.argmax(axis=1)
+        if lp.shape[1] > 1:
+            top2 = np.partition(lp, -2, axis=1)[:, -2:]
+            clear = bool((top2[:, 1] - top2[:, 0] > 1e-5).all())
+        else:
+            clear = True
+        if clear and start[best[0]] and end[best[-1]] and allowed[best[:-1], best[1:]].all():
+            results[i] = best
+        else:
+            pending.append(i)
+    if pending:
+        lengths = np.array([len(log_probs[i]) for i in pending])
+        n_tags = allowed.shape[0]
+        scores_in = np.zeros((len(pending), int(lengths.max()), n_tags))
+        for row, i in enumerate(pending):
+            scores_in[row, : lengths[row]] = log_probs[i]
+        penalty = np.where(allowed, 0.0, -np.inf)
+        score = np.where(start, scores_in[:, 0], -np.inf)
+        back = np.zeros(scores_in.shape, dtype="int64")
+        for t in range(1, scores_in.shape[1]):
+            candidates = score[:, :, None] + penalty[None]
+            back[:, t] = candidates.argmax(axis=1)
+            active = (t < lengths)[:, None]
+            score = np.where(active, candidates.max(axis=1) + scores_in[:, t], score)
+        current = np.argmax(np.where(end, score, -np.inf), axis=1)
+        paths = np.zeros((len(pending), scores_in.shape[1]), dtype="int64")
+        rows = np.arange(len(pending))
+        for t in range(scores_in.shape[1] - 1, -1, -1):
+            inside = t < lengths
+            paths[inside, t] = current[inside]
+            if t:
+                current = np.where(inside, back[rows, t, current], current)
+        for row, i in enumerate(pending):
+            results[i] = paths[row, : lengths[row]]
+    return results  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=16)
+def _tag_kinds(tags: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, List[str]]:
+    """Each tag's kind ("O", "B", "I", "L", "U") as a char array, and its label index."""
+    labels = sorted({t[2:] for t in tags if t != "O"})
+    kinds = np.array([t[0] if t != "O" else "O" for t in tags])
+    label_ids = np.array([labels.index(t[2:]) if t != "O" else -1 for t in tags])
+    return kinds, label_ids, labels
+
+
+def tag_spans(tag_ids: np.ndarray, tags: tuple[str, ...], scheme: str) -> List[tuple[int, int, str]]:
+    """(start, end, label) of the entities of a valid tag sequence, without a per-token loop."""
+    kinds, label_ids, labels = _tag_kinds(tags)
+    kind = kinds[tag_ids]
+    if scheme == "BILUO":
+        starts = np.flatnonzero((kind == "B") | (kind == "U"))
+        ends = np.flatnonzero((kind == "L") | (kind == "U")) + 1
+    else:
+        starts = np.flatnonzero(kind == "B")
+        following = np.append(kind[1:], "O")
+        ends = np.flatnonzero(((kind == "B") | (kind == "I")) & (following != "I")) + 1
+    return [(int(a), int(b), labels[label_ids[tag_ids[a]]]) for a, b in zip(starts, ends)]
+
+
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=-1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-class AlbertNER(HeadUpdateMixin, TrainablePipe):
+class AlbertNER(HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
     """Token classification over ALBERT pieces, decoded into valid entity spans."""
 
     def __init__(
@@ -203,14 +278,12 @@ class AlbertNER(HeadUpdateMixin, TrainablePipe):
         return self.model.predict(docs)
 
     def set_annotations(self, docs: Iterable[Doc], scores: List[Floats2d]) -> None:
-        tags = self.cfg["tags"]
-        allowed, start, end = _cached_masks(tuple(tags), self.cfg["scheme"])
-        for doc, doc_scores in zip(docs, scores):
-            best = viterbi(_log_softmax(self.model.ops.to_numpy(doc_scores)), allowed, start, end)
-            names = [tags[i] for i in best]
-            if self.cfg["scheme"] == "BIO":
-                names = iob_to_biluo(names)
-            spans = biluo_tags_to_spans(doc, names)
+        docs = list(docs)
+        tags, scheme = tuple(self.cfg["tags"]), self.cfg["scheme"]
+        allowed, start, end = _cached_masks(tags, scheme)
+        log_probs = [_log_softmax(self.model.ops.to_numpy(doc_scores)) for doc_scores in scores]
+        for doc, best in zip(docs, decode_batch(log_probs, allowed, start, end)):
+            spans = [Span(doc, a, b, label=label) for a, b, label in tag_spans(best, tags, scheme)]
             doc.ents = spans
             if self.cfg["spans_key"]:
                 doc.spans[self.cfg["spans_key"]] = spans

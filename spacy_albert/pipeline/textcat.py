@@ -26,6 +26,7 @@ from thinc.types import Floats2d
 from ..errors import AlbertError
 from ..models.modeling_albert import AlbertForSequenceClassification
 from .encoder_heads import HeadUpdateMixin, export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
+from .sorted_pipe import LengthSortedPipe
 
 DEFAULT_TEXTCAT_MODEL = """
 [model]
@@ -64,7 +65,7 @@ def make_albert_textcat(
                                  threshold=threshold, scorer=scorer)  # fmt: skip
 
 
-class AlbertTextCategorizer(HeadUpdateMixin, TrainablePipe):
+class AlbertTextCategorizer(HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
     """Sequence classification over the [CLS] state: softmax (exclusive) or sigmoid."""
 
     def __init__(

@@ -38,26 +38,12 @@ import spacy_albert
 from spacy_albert.layers.heads import linear_params
 from spacy_albert.pipeline.ner import transition_masks, viterbi
 
+from data import read_conll  # benchmarks/data.py (benchmarks/ is on sys.path when run as a script)
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).parent / "results" / "learning.jsonl"
 SMALL = dict(embedding_size=128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
              max_position_embeddings=512)  # fmt: skip
-
-
-def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
-    sentences, words, tags = [], [], []
-    for line in path.read_text(encoding="utf8").splitlines():
-        if not line.strip():  # whitespace-only lines end sentences too (WNUT-17 train quirk)
-            if words:
-                sentences.append((words, tags))
-            words, tags = [], []
-            continue
-        word, tag = line.split("\t")[:2]
-        words.append(word)
-        tags.append(tag.strip())
-    if words:
-        sentences.append((words, tags))
-    return sentences
 
 
 def read_sst2(path: Path) -> list[tuple[str, int]]:

@@ -69,20 +69,7 @@ VARIANTS = INFERENCE + TRAINING + ("int8-accuracy",)
 
 
 # ---- data ----------------------------------------------------------------------------------
-def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
-    sentences, words, tags = [], [], []
-    for line in path.read_text(encoding="utf8").splitlines():
-        if not line.strip():  # whitespace-only lines end sentences too (WNUT-17 train quirk)
-            if words:
-                sentences.append((words, tags))
-            words, tags = [], []
-            continue
-        word, tag = line.split("\t")[:2]
-        words.append(word)
-        tags.append(tag.strip())
-    if words:
-        sentences.append((words, tags))
-    return sentences
+from data import read_conll  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def _wiki_paragraphs(path: Path) -> list[str]:

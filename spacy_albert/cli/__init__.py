@@ -1,7 +1,7 @@
 """Command line: ``python -m spacy_albert <command>`` and ``spacy albert <command>``.
 
 Commands: ``train-vocab``, ``pretrain``, ``evaluate-pretraining``, ``convert``, ``export``,
-``quantize``. Each lives in its own module and registers itself on `app`.
+``quantize``, ``configure``. Each lives in its own module and registers itself on `app`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import importlib
 
 from ._app import NAME, app
 
-for _module in ("train_vocab", "pretrain", "convert", "export", "quantize"):
+for _module in ("train_vocab", "pretrain", "convert", "export", "quantize", "configure"):
     importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["app", "NAME", "main"]

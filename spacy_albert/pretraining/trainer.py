@@ -121,6 +121,28 @@ class Masker:
     special: np.ndarray
     seed: int
 
+    @classmethod
+    def for_tokenizer(
+        cls,
+        tokenizer: AlbertTokenizerFast,
+        seed: int,
+        max_seq_length: int,
+        mlm_probability: float = 0.15,
+        max_ngram: int = 3,
+        max_predictions: Optional[int] = None,
+    ) -> "Masker":
+        """ALBERT's masking for `tokenizer`'s vocabulary; `max_predictions` defaults to 15% of
+        `max_seq_length` + 1 (20 for 128, as the reference)."""
+        settings = MaskingSettings(
+            mask_token_id=tokenizer.mask_token_id,
+            vocab_size=len(tokenizer),
+            special_ids=tuple(tokenizer.all_special_ids),
+            mlm_probability=mlm_probability,
+            max_predictions=max_predictions or max(1, round(max_seq_length * mlm_probability)) + 1,
+            max_ngram=max_ngram,
+        )
+        return cls(settings, piece_starts_word(tokenizer), special_ids(tokenizer), seed)
+
     def __call__(self, instance: Instance, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch, index])
         return mask_ngrams(instance.input_ids, self.settings, self.word_starts, self.special, rng)
@@ -351,16 +373,9 @@ class Pretrainer:
             torch.set_num_threads(s.threads)
         self.output = Path(s.output)
         self.tokenizer = load_tokenizer(s.vocab)
-        tok = self.tokenizer
-        masking = MaskingSettings(
-            mask_token_id=tok.mask_token_id,
-            vocab_size=len(tok),
-            special_ids=tuple(tok.all_special_ids),
-            mlm_probability=s.mlm_probability,
-            max_predictions=s.max_predictions or max(1, round(s.max_seq_length * s.mlm_probability)) + 1,
-            max_ngram=s.max_ngram,
+        self.masker = Masker.for_tokenizer(
+            self.tokenizer, s.seed, s.max_seq_length, s.mlm_probability, s.max_ngram, s.max_predictions
         )
-        self.masker = Masker(masking, piece_starts_word(tok), special_ids(tok), s.seed)
         self.train_instances, self.dev_instances = self._instances()
         if len(self.train_instances) < s.batch_size:
             raise ValueError(
@@ -368,7 +383,7 @@ class Pretrainer:
                 "use more text or a smaller --batch-size."
             )
         torch.manual_seed(s.seed)
-        self.model = build_model(s, tok).to(self.device)
+        self.model = build_model(s, self.tokenizer).to(self.device)
         self.model.train()
         self.optimizer = build_optimizer(
             self.model, s.optimizer, s.lr, s.weight_decay, (s.adam_beta1, s.adam_beta2), s.adam_eps
@@ -587,15 +602,7 @@ def evaluate_checkpoint(
     model = AlbertForPreTraining.from_pretrained(checkpoint).to(device)
     check_vocab_matches(tokenizer, model.config)
     instances = build_instances(read_documents(texts), tokenizer, max_seq_length=max_seq_length, seed=seed)
-    masking = MaskingSettings(
-        mask_token_id=tokenizer.mask_token_id,
-        vocab_size=len(tokenizer),
-        special_ids=tuple(tokenizer.all_special_ids),
-        mlm_probability=mlm_probability,
-        max_predictions=max(1, round(max_seq_length * mlm_probability)) + 1,
-        max_ngram=max_ngram,
-    )
-    masker = Masker(masking, piece_starts_word(tokenizer), special_ids(tokenizer), seed)
+    masker = Masker.for_tokenizer(tokenizer, seed, max_seq_length, mlm_probability, max_ngram)
     if not instances:
         raise ValueError("The evaluation text gave no instances (it needs sentences of at least two pieces).")
     return evaluate(model, instances, masker, tokenizer.pad_token_id, batch_size=batch_size)

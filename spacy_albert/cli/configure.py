@@ -1,24 +1,22 @@
-"""Write the training config: a copy of the repository's config whose ALBERT encoder sizes
-are those of the checkpoint.
+"""``configure``: a copy of a training config whose ALBERT encoder sizes are a checkpoint's.
 
 spaCy builds the encoder from the config's hyperparameters before `initialize` loads the
 checkpoint, and listeners read the width from the config, so the sizes must agree with the
-checkpoint's `config.json`. This copies them over (vocab_size, embedding_size, hidden_size,
-num_hidden_layers, num_attention_heads, ...) for every `spacy-albert.AlbertTransformer.v1`
-and `spacy-albert.AlbertTaskModel.v1` block (and a literal listener `width`), and leaves
-everything else as it is.
-A checkpoint that is not a local directory (a cached hub id) leaves the sizes unchanged.
-
-    python scripts/configure.py BASE_CONFIG OUTPUT_CONFIG [--checkpoint DIR]
+checkpoint's `config.json`. This copies them (vocab_size, embedding_size, hidden_size, ...)
+into every `spacy-albert.AlbertTransformer.v1` and `spacy-albert.AlbertTaskModel.v1` block
+(and a literal listener `width`) and leaves the rest of the file as it is.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import typer
+
+from ._app import app
 
 ENCODERS = {"spacy-albert.AlbertTransformer.v1", "spacy-albert.AlbertTaskModel.v1"}
 LISTENERS = {"spacy-albert.AlbertListener.v1", "spacy-albert.AlbertDocListener.v1"}
@@ -54,18 +52,19 @@ def set_values(text: str, section: str, values: Dict[str, Any]) -> str:
     return "".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("base_config", type=Path)
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--checkpoint", default=None)
-    args = parser.parse_args()
-
+@app.command("configure")
+def configure_cli(
+    base_config: Path = typer.Argument(..., help="The training config to start from.", exists=True, dir_okay=False),
+    output: Path = typer.Argument(..., help="Where the adapted config goes."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="A local HF checkpoint directory."),
+) -> None:
+    """Write BASE_CONFIG to OUTPUT with the encoder sizes of CHECKPOINT's config.json (a checkpoint
+    that is not a local directory leaves the sizes unchanged)."""
     from thinc.api import Config
 
-    text = args.base_config.read_text(encoding="utf-8")
+    text = base_config.read_text(encoding="utf-8")
     config = Config().from_str(text, interpolate=False)
-    checkpoint_config = Path(args.checkpoint) / "config.json" if args.checkpoint else None
+    checkpoint_config = Path(checkpoint) / "config.json" if checkpoint else None
     if checkpoint_config is not None and checkpoint_config.is_file():
         sizes = json.loads(checkpoint_config.read_text(encoding="utf-8"))
         for path, block in blocks(config["components"], ENCODERS, "components"):
@@ -78,13 +77,11 @@ def main() -> None:
                 text = set_values(text, path, {"width": sizes["hidden_size"]})
                 print(f"[{path}] width = {sizes['hidden_size']}")
     else:
-        print(f"No local config.json for checkpoint {args.checkpoint!r}: the encoder sizes stay as in {args.base_config}")
+        print(f"No local config.json for checkpoint {checkpoint!r}: the encoder sizes stay as in {base_config}")
     Config().from_str(text, interpolate=False)  # still a valid config
-    header = f"# Written by scripts/configure.py from {args.base_config} (encoder sizes of {args.checkpoint}).\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(header + text, encoding="utf-8")
-    print(f"Wrote {args.output}")
+    header = f"# Written by spacy_albert configure from {base_config} (encoder sizes of {checkpoint}).\n"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(header + text, encoding="utf-8")
+    print(f"Wrote {output}")
 
 
-if __name__ == "__main__":
-    main()

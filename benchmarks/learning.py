@@ -6,12 +6,15 @@ Both sides get the same random-init (or given) checkpoint (pooler included), the
 classifier (ours, copied into the reference), the same SentencePiece vocabulary,
 the same sentences in the same order, batch size, learning rate (Adam, no weight decay, no
 clipping, constant rate), dropout (`--dropout`, in the encoder and before the classifier) and
-epochs; both are scored with spaCy's scorer on the same
-dev docs. Prints dev scores and seconds per epoch for each, the differences and the ratio, and
+epochs; both are scored with spaCy's scorer on the same dev docs. Each seed (`--seeds`)
+shuffles the training data and draws the initial classifier; the training losses of the two
+sides are compared step by step (equal at step 1 when both compute the same thing; float
+rounding then makes them drift apart slowly), and scores and seconds per epoch are averaged
+over the seeds. Prints the scores per seed, the means, differences and time ratios, and
 appends a JSON line to benchmarks/results/learning.jsonl. Data: ../shared/data (never copied).
 
     python benchmarks/learning.py --epochs 1 --train-limit 2000
-    python benchmarks/learning.py --checkpoint path/to/pretrained/albert
+    python benchmarks/learning.py --checkpoint path/to/pretrained/albert --epochs 4 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import transformers as hf
 from spacy.scorer import Scorer
 from spacy.tokens import Doc
 from spacy.training import Example, biluo_tags_to_spans, iob_to_biluo
-from thinc.api import Adam
+from thinc.api import Adam, fix_random_seed
 
 import spacy_albert
 from spacy_albert.layers.heads import linear_params
@@ -88,16 +91,24 @@ def ours_ner(checkpoint: Path, train, dev, args) -> dict:
     labels = nlp.get_pipe("albert_ner").tags
     initial = [torch.tensor(nlp.get_pipe("albert_ner").model.ops.to_numpy(a).copy())
                for a in linear_params(nlp.get_pipe("albert_ner").model.get_ref("classifier"))]  # fmt: skip
+    epoch_times, step_losses = train_ours(nlp, train_eg, args)
+    scores = nlp.evaluate(dev_eg)
+    return {"f": scores["ents_f"] * 100, "seconds_per_epoch": float(np.mean(epoch_times)), "labels": labels,
+            "initial": initial, "losses": step_losses}  # fmt: skip
+
+
+def train_ours(nlp, train_eg: list[Example], args) -> tuple[list[float], list[float]]:
+    """`nlp.update` over the batches for `args.epochs`: seconds per epoch and the loss of each step."""
     optimizer = Adam(args.lr, L2=0.0, grad_clip=0.0, use_averages=False)
-    epoch_times = []
+    epoch_times, step_losses = [], []
     for _ in range(args.epochs):
         start = time.perf_counter()
         for batch in batches(train_eg, args.batch_size):
-            nlp.update(batch, sgd=optimizer, drop=args.dropout)
+            losses: dict[str, float] = {}
+            nlp.update(batch, sgd=optimizer, drop=args.dropout, losses=losses)
+            step_losses.append(sum(losses.values()))
         epoch_times.append(time.perf_counter() - start)
-    scores = nlp.evaluate(dev_eg)
-    return {"f": scores["ents_f"] * 100, "seconds_per_epoch": float(np.mean(epoch_times)), "labels": labels,
-            "initial": initial}  # fmt: skip
+    return epoch_times, step_losses
 
 
 def reference_ner(checkpoint: Path, train, dev, labels: list[str], initial, args) -> dict:
@@ -124,7 +135,7 @@ def reference_ner(checkpoint: Path, train, dev, labels: list[str], initial, args
                 previous = word
         return enc, labels_
 
-    epoch_times = []
+    epoch_times, step_losses = [], []
     for _ in range(args.epochs):
         model.train()
         start = time.perf_counter()
@@ -134,6 +145,7 @@ def reference_ner(checkpoint: Path, train, dev, labels: list[str], initial, args
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            step_losses.append(loss.item())
         epoch_times.append(time.perf_counter() - start)
     model.eval()
     nlp = spacy.blank("en")
@@ -161,7 +173,8 @@ def reference_ner(checkpoint: Path, train, dev, labels: list[str], initial, args
                     doc.ents = biluo_tags_to_spans(doc, iob_to_biluo(word_tags))
                     examples[name].append(Example(doc, gold))
     f = {name: Scorer.score_spans(egs, "ents")["ents_f"] * 100 for name, egs in examples.items()}
-    return {"f": f["argmax"], "f_constrained_decoding": f["viterbi"], "seconds_per_epoch": float(np.mean(epoch_times))}
+    return {"f": f["argmax"], "f_constrained_decoding": f["viterbi"], "seconds_per_epoch": float(np.mean(epoch_times)),
+            "losses": step_losses}  # fmt: skip
 
 
 # ---- text classification ----------------------------------------------------------------
@@ -180,16 +193,10 @@ def ours_textcat(checkpoint: Path, train, dev, args) -> dict:
     textcat = nlp.get_pipe("albert_textcat")
     assert textcat.labels == ("NEG", "POS")
     initial = [torch.tensor(textcat.model.ops.to_numpy(a).copy()) for a in linear_params(textcat.model.get_ref("classifier"))]
-    optimizer = Adam(args.lr, L2=0.0, grad_clip=0.0, use_averages=False)
-    epoch_times = []
-    for _ in range(args.epochs):
-        start = time.perf_counter()
-        for batch in batches(train_eg, args.batch_size):
-            nlp.update(batch, sgd=optimizer, drop=args.dropout)
-        epoch_times.append(time.perf_counter() - start)
+    epoch_times, step_losses = train_ours(nlp, train_eg, args)
     scores = nlp.evaluate(dev_eg)
     return {"accuracy": _accuracy(dev_eg, nlp) * 100, "macro_f": scores["cats_macro_f"] * 100,
-            "seconds_per_epoch": float(np.mean(epoch_times)), "initial": initial}  # fmt: skip
+            "seconds_per_epoch": float(np.mean(epoch_times)), "initial": initial, "losses": step_losses}  # fmt: skip
 
 
 def _accuracy(examples: list[Example], nlp) -> float:
@@ -208,7 +215,7 @@ def reference_textcat(checkpoint: Path, train, dev, initial, args) -> dict:
         model.classifier.weight.copy_(initial[0])
         model.classifier.bias.copy_(initial[1])
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
-    epoch_times = []
+    epoch_times, step_losses = [], []
     for _ in range(args.epochs):
         model.train()
         start = time.perf_counter()
@@ -218,6 +225,7 @@ def reference_textcat(checkpoint: Path, train, dev, initial, args) -> dict:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            step_losses.append(loss.item())
         epoch_times.append(time.perf_counter() - start)
     model.eval()
     right, predicted_all, gold_all = 0, [], []
@@ -235,12 +243,88 @@ def reference_textcat(checkpoint: Path, train, dev, initial, args) -> dict:
         rec = tp / max(1, sum(g == c for g in gold_all))
         f.append(2 * prec * rec / max(1e-12, prec + rec))
     return {"accuracy": right / len(dev) * 100, "macro_f": float(np.mean(f)) * 100,
-            "seconds_per_epoch": float(np.mean(epoch_times))}  # fmt: skip
+            "seconds_per_epoch": float(np.mean(epoch_times)), "losses": step_losses}  # fmt: skip
+
+
+def loss_agreement(ours: list[float], ref: list[float], steps_per_epoch: int) -> dict:
+    """How closely the two training runs follow each other, step by step."""
+    diff = np.abs(np.asarray(ours) - np.asarray(ref)) / np.maximum(np.abs(ref), 1e-12)
+    apart = np.flatnonzero(diff > 0.01)
+    return {"first_step_loss": [ours[0], ref[0]], "first_step_relative_diff": float(diff[0]),
+            "steps_within_1pct": int(apart[0]) if len(apart) else len(diff),
+            "last_epoch_mean_loss": [float(np.mean(ours[-steps_per_epoch:])), float(np.mean(ref[-steps_per_epoch:]))]}  # fmt: skip
+
+
+def run_seed(args, seed: int, tmp: Path) -> dict[str, Any]:
+    """One seed: it orders the training data and draws the classifier that both sides start from."""
+    record: dict[str, Any] = {}
+    steps = lambda n: -(-n // args.batch_size)  # noqa: E731
+    if "ner" in args.tasks:
+        full_train = read_conll(DATA / "wnut17" / "wnut17train.conll")
+        train = full_train[: args.train_limit]
+        random.Random(seed).shuffle(train)
+        dev = read_conll(DATA / "wnut17" / "emerging.dev.conll")[: args.dev_limit]
+        texts = [" ".join(w) for w, _ in full_train]
+        checkpoint = Path(args.checkpoint) if args.checkpoint else make_checkpoint(
+            tmp / f"ner-{seed}", texts, hf.AlbertModel, args.vocab_size, seed)  # fmt: skip
+        fix_random_seed(seed)
+        ours = ours_ner(checkpoint, train, dev, args)
+        ref = reference_ner(checkpoint, train, dev, ours.pop("labels"), ours.pop("initial"), args)
+        agreement = loss_agreement(ours.pop("losses"), ref.pop("losses"), steps(len(train)))
+        record["ner"] = {"ours": ours, "reference": ref, "loss_agreement": agreement}
+        print(f"seed {seed}: WNUT-17 NER ({len(train)} train, {len(dev)} dev, {args.epochs} epoch(s))")
+        print(f"  spacy-albert  F1 {ours['f']:.2f}  {ours['seconds_per_epoch']:.1f} s/epoch")
+        print(f"  transformers  F1 {ref['f']:.2f} (argmax), {ref['f_constrained_decoding']:.2f} (our constrained "
+              f"decoding)  {ref['seconds_per_epoch']:.1f} s/epoch")  # fmt: skip
+        print(f"  losses: step 1 {agreement['first_step_loss'][0]:.6f} vs {agreement['first_step_loss'][1]:.6f}, "
+              f"within 1% for {agreement['steps_within_1pct']} steps; last epoch "
+              f"{agreement['last_epoch_mean_loss'][0]:.4f} vs {agreement['last_epoch_mean_loss'][1]:.4f}")  # fmt: skip
+    if "textcat" in args.tasks:
+        rows = read_sst2(DATA / "sst2" / "train.tsv")
+        random.Random(seed).shuffle(rows)
+        train, dev = rows[: args.train_limit], read_sst2(DATA / "sst2" / "dev.tsv")[: args.dev_limit]
+        checkpoint = Path(args.checkpoint) if args.checkpoint else make_checkpoint(
+            tmp / f"textcat-{seed}", [t for t, _ in rows[:20000]], hf.AlbertModel, args.vocab_size, seed)  # fmt: skip
+        fix_random_seed(seed)
+        ours = ours_textcat(checkpoint, train, dev, args)
+        ref = reference_textcat(checkpoint, train, dev, ours.pop("initial"), args)
+        agreement = loss_agreement(ours.pop("losses"), ref.pop("losses"), steps(len(train)))
+        record["textcat"] = {"ours": ours, "reference": ref, "loss_agreement": agreement}
+        print(f"seed {seed}: SST-2 sentiment ({len(train)} train, {len(dev)} dev, {args.epochs} epoch(s))")
+        for name, r in (("spacy-albert", ours), ("transformers", ref)):
+            print(f"  {name}  accuracy {r['accuracy']:.2f}  macro F {r['macro_f']:.2f}  {r['seconds_per_epoch']:.1f} s/epoch")
+        print(f"  losses: step 1 {agreement['first_step_loss'][0]:.6f} vs {agreement['first_step_loss'][1]:.6f}, "
+              f"within 1% for {agreement['steps_within_1pct']} steps; last epoch "
+              f"{agreement['last_epoch_mean_loss'][0]:.4f} vs {agreement['last_epoch_mean_loss'][1]:.4f}")  # fmt: skip
+    return record
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds of each score and time, and ours minus the reference."""
+    metrics = {"ner": [("f", "f_constrained_decoding")], "textcat": [("accuracy", "accuracy"), ("macro_f", "macro_f")]}
+    summary: dict[str, Any] = {}
+    for task, pairs in metrics.items():
+        if task not in runs[0]:
+            continue
+        summary[task] = {}
+        for ours_key, ref_key in pairs + [("seconds_per_epoch", "seconds_per_epoch")]:
+            ours = np.array([r[task]["ours"][ours_key] for r in runs])
+            ref = np.array([r[task]["reference"][ref_key] for r in runs])
+            summary[task][ours_key] = {"ours": [float(ours.mean()), float(ours.std())],
+                                       "reference": [float(ref.mean()), float(ref.std())],
+                                       "difference": float(ours.mean() - ref.mean()), "ratio": float(ours.mean() / ref.mean())}  # fmt: skip
+    print(f"\nover {len(runs)} seed(s): mean ± std (ours - reference; ours / reference for time)")
+    for task, entries in summary.items():
+        for key, e in entries.items():
+            (om, os_), (rm, rs) = e["ours"], e["reference"]
+            tail = f"ratio {e['ratio']:.2f}" if key == "seconds_per_epoch" else f"difference {e['difference']:+.2f} points"
+            print(f"  {task:8s} {key:18s} ours {om:7.2f} ± {os_:5.2f}   reference {rm:7.2f} ± {rs:5.2f}   {tail}")
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="a local ALBERT checkpoint (else a small random-init one)")
+    parser.add_argument("--checkpoint", help="a local ALBERT checkpoint (else a small random-init one per seed)")
     parser.add_argument("--tasks", nargs="+", default=["ner", "textcat"], choices=["ner", "textcat"])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -250,42 +334,13 @@ def main() -> None:
     parser.add_argument("--dev-limit", type=int, default=1000)
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed; means are compared")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    random.seed(args.seed)
     record: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "args": vars(args)}
     with tempfile.TemporaryDirectory() as tmp:
-        if "ner" in args.tasks:
-            full_train = read_conll(DATA / "wnut17" / "wnut17train.conll")
-            train = full_train[: args.train_limit]
-            dev = read_conll(DATA / "wnut17" / "emerging.dev.conll")[: args.dev_limit]
-            texts = [" ".join(w) for w, _ in full_train]
-            checkpoint = Path(args.checkpoint) if args.checkpoint else make_checkpoint(
-                Path(tmp) / "ner", texts, hf.AlbertModel, args.vocab_size, args.seed)  # fmt: skip
-            ours = ours_ner(checkpoint, train, dev, args)
-            ref = reference_ner(checkpoint, train, dev, ours.pop("labels"), ours.pop("initial"), args)
-            record["ner"] = {"ours": ours, "reference": ref}
-            print(f"WNUT-17 NER ({len(train)} train, {len(dev)} dev, {args.epochs} epoch(s))")
-            print(f"  spacy-albert  F1 {ours['f']:.2f}  {ours['seconds_per_epoch']:.1f} s/epoch")
-            print(f"  transformers  F1 {ref['f']:.2f} (argmax), {ref['f_constrained_decoding']:.2f} (our constrained "
-                  f"decoding)  {ref['seconds_per_epoch']:.1f} s/epoch")  # fmt: skip
-            print(f"  F1 difference {ours['f'] - ref['f_constrained_decoding']:+.2f} points (same decoding); time ratio ours/reference "
-                  f"{ours['seconds_per_epoch'] / ref['seconds_per_epoch']:.2f}")  # fmt: skip
-        if "textcat" in args.tasks:
-            rows = read_sst2(DATA / "sst2" / "train.tsv")
-            random.Random(args.seed).shuffle(rows)
-            train, dev = rows[: args.train_limit], read_sst2(DATA / "sst2" / "dev.tsv")[: args.dev_limit]
-            checkpoint = Path(args.checkpoint) if args.checkpoint else make_checkpoint(
-                Path(tmp) / "textcat", [t for t, _ in rows[:20000]], hf.AlbertModel, args.vocab_size, args.seed)  # fmt: skip
-            ours = ours_textcat(checkpoint, train, dev, args)
-            ref = reference_textcat(checkpoint, train, dev, ours.pop("initial"), args)
-            record["textcat"] = {"ours": ours, "reference": ref}
-            print(f"SST-2 sentiment ({len(train)} train, {len(dev)} dev, {args.epochs} epoch(s))")
-            for name, r in (("spacy-albert", ours), ("transformers", ref)):
-                print(f"  {name}  accuracy {r['accuracy']:.2f}  macro F {r['macro_f']:.2f}  {r['seconds_per_epoch']:.1f} s/epoch")
-            print(f"  accuracy difference {ours['accuracy'] - ref['accuracy']:+.2f} points; time ratio ours/reference "
-                  f"{ours['seconds_per_epoch'] / ref['seconds_per_epoch']:.2f}")  # fmt: skip
+        record["runs"] = [run_seed(args, seed, Path(tmp)) for seed in args.seeds]
+    record["summary"] = summarize(record["runs"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a", encoding="utf8") as f:
         f.write(json.dumps(record) + "\n")

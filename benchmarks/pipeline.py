@@ -10,7 +10,8 @@ memory is its own. Measured:
 
 * words/second of `nlp.pipe` (spaCy tokens of the texts; the same count for every variant):
   `spacy-albert` (float32 by default: packed batching and length-sorted `pipe`),
-  `spacy-albert-int8` (`quantize = "int8"`), `spacy-albert-padded` (the previous batching:
+  `spacy-albert-int8` (`quantize = "int8"`), `spacy-albert-unsorted` (`sort_buffer = 1`: plain
+  batches of `--batch-size` docs in input order, still packed), `spacy-albert-padded` (the previous batching:
   padded chunks, no sorting across batches), `spacy-transformers` (its default config:
   strided spans 128/96, plus spaCy's `ner` on a `TransformerListener`), `transformers`
   (fast tokenizer + `AlbertForTokenClassification`, docs in input order),
@@ -62,8 +63,8 @@ SMALL = dict(
 )  # fmt: skip
 WNUT_LABELS = ["corporation", "creative-work", "group", "location", "person", "product"]
 BIO_TAGS = ["O"] + [f"{p}-{label}" for label in WNUT_LABELS for p in "BI"]
-INFERENCE = ("spacy-albert", "spacy-albert-int8", "spacy-albert-padded", "spacy-transformers", "transformers",
-             "transformers-sorted", "spacy-curated-transformers")  # fmt: skip
+INFERENCE = ("spacy-albert", "spacy-albert-int8", "spacy-albert-unsorted", "spacy-albert-padded", "spacy-transformers",
+             "transformers", "transformers-sorted", "spacy-curated-transformers")  # fmt: skip
 TRAINING = ("train-spacy-albert", "train-spacy-transformers")
 VARIANTS = INFERENCE + TRAINING + ("int8-accuracy",)
 
@@ -284,6 +285,8 @@ def ours_nlp(checkpoint: Path, args: argparse.Namespace, variant: str, dropout: 
         encoder["quantize"] = "int8"
     if variant.endswith("padded"):
         encoder.update(batching="padded", sort_buffer=1)
+    if variant.endswith("unsorted"):
+        encoder.update(sort_buffer=1)
     nlp = spacy.blank("en")
     nlp.add_pipe("albert_ner", config={"scheme": "BIO", "model": {
         "@architectures": "spacy-albert.TokenClassifier.v1", "dropout": 0.1,
@@ -593,6 +596,7 @@ def report(results: dict, peak: float, args: argparse.Namespace, meta: dict) -> 
         "spacy-albert / transformers (input order)": _ratio(results, "spacy-albert", "transformers"),
         "spacy-albert / transformers-sorted": _ratio(results, "spacy-albert", "transformers-sorted"),
         "spacy-albert / spacy-curated-transformers": _ratio(results, "spacy-albert", "spacy-curated-transformers"),
+        "spacy-albert-unsorted / spacy-transformers (plain batches)": _ratio(results, "spacy-albert-unsorted", "spacy-transformers"),
         "spacy-albert / spacy-albert-padded (this work's batching)": _ratio(results, "spacy-albert", "spacy-albert-padded"),
         "spacy-albert-int8 / spacy-albert": _ratio(results, "spacy-albert-int8", "spacy-albert"),
         "train: spacy-albert / spacy-transformers (update words/s)": _ratio(results, "train-spacy-albert", "train-spacy-transformers"),

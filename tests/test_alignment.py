@@ -39,6 +39,27 @@ def test_metaspace_offsets_do_not_leak_into_the_next_word(tokenizer):
     assert by_token[","] == [","]
 
 
+def test_words_own_the_pieces_the_reference_word_ids_give_them(tokenizer, spm_dir):
+    # A bare "▁" split off a word (" ," -> "▁" ",") belongs to that word, as in transformers'
+    # word_ids(): its NER label goes on the "▁" piece, so `pooling = "first"` must pick it.
+    hf = pytest.importorskip("transformers")
+    reference = hf.AlbertTokenizerFast(vocab_file=str(spm_dir / "spiece.model"))
+    sentences = [
+        ["I", "love", "and", "hate", "today", ",", "I", "swear", "."],
+        ["#Huawei", "-", "launched", "its", "phablet", ",", "in", "China", "at", "...", "http://t.co/Ku3j"],
+        [",", "starts", "with", "a", "comma", "!", "?", "(", "odd", ")", "naïve", "CAFÉ"],
+    ]
+    bare = 0
+    for words in sentences:
+        doc = Doc(NLP.vocab, words=words)
+        pieces, _, alignment = align(tokenizer, doc)
+        word_ids = reference(words, is_split_into_words=True, add_special_tokens=False).word_ids()
+        expected = [[j for j, w in enumerate(word_ids) if w == i] for i in range(len(words))]
+        assert [alignment.pieces_of(i).tolist() for i in range(len(words))] == expected, (words, pieces)
+        bare += pieces.count("▁")
+    assert bare >= 3  # the case this test is about occurs
+
+
 def test_lowercase_accents_digits_and_whitespace_tokens(tokenizer):
     doc = NLP("Zürich  CAFÉ paid 1,000,000 \t for naïve art")
     pieces, _, alignment = align(tokenizer, doc)
@@ -100,13 +121,18 @@ def test_alignment_properties(tokenizer, doc):
     for token in doc:
         own = alignment.pieces_of(token.i)
         assert list(own) == sorted(own), "pieces in order"
-        # Every piece a token gets overlaps it (after trimming the piece's whitespace),
-        # except the nearest-piece fallback for characters the normalizer dropped.
-        overlapping = [p for p in own if starts[p] < token.idx + len(token) and token.idx < ends[p]]
-        if len(overlapping) != len(own):
-            assert len(own) == 1 and not any(
-                starts[p] < token.idx + len(token) and token.idx < ends[p] for p in range(len(pieces))
-            ), ([t.text for t in doc], token.i, own.tolist(), offsets.tolist(), pieces)
+        # Every piece a token gets overlaps it (after trimming the piece's whitespace; a piece
+        # of whitespace only overlaps nothing), except a bare "▁" right before one that does,
+        # and the nearest-piece fallback for characters the normalizer dropped.
+        def overlaps(p: int) -> bool:
+            return starts[p] < ends[p] and starts[p] < token.idx + len(token) and token.idx < ends[p]
+
+        def starts_word(p: int) -> bool:
+            return starts[p] >= ends[p] and p + 1 in own and overlaps(p + 1)
+
+        if not all(overlaps(p) or starts_word(p) for p in own):
+            assert len(own) == 1 and not any(overlaps(p) for p in range(len(pieces))), (
+                [t.text for t in doc], token.i, own.tolist(), offsets.tolist(), pieces)  # fmt: skip
         # A token with some non-whitespace character gets at least one piece.
         if token.text.strip() and len(pieces):
             assert len(own) >= 1, (token.text, pieces)

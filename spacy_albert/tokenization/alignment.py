@@ -3,7 +3,9 @@
 The fast tokenizer's offsets point into the original text, but a Metaspace piece such as
 "▁word" carries the space before the word in its span. Each piece span is first trimmed of
 whitespace, so a piece maps only to the tokens its characters overlap (never to the next
-word, and a bare "▁" over a space maps to nothing). Everything is vectorised with numpy.
+word). A bare "▁" piece (the word start SentencePiece split off, as in "▁" "," for " ,") goes
+with the word it starts, the first token of the next piece, as the reference's `word_ids()`
+have it. Everything is vectorised with numpy.
 """
 
 from __future__ import annotations
@@ -98,6 +100,10 @@ def align_pieces(
     # Token ids: first[p], first[p] + 1, ... for each piece.
     within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     token_ids = np.repeat(first, counts) + within
+    # A bare "▁" piece (empty after trimming) followed by a piece with text starts that word.
+    bare = np.flatnonzero((ends[:-1] <= starts[:-1]) & (counts[1:] > 0))
+    piece_ids = np.concatenate([piece_ids, bare])
+    token_ids = np.concatenate([token_ids, first[bare + 1]])
     orphans = _orphan_tokens(text, token_starts, token_ends, token_ids, n_tokens)
     if len(orphans) and len(offsets):
         # Characters the normalizer dropped (e.g. a lone combining accent): such a token
@@ -105,6 +111,6 @@ def align_pieces(
         nearest = np.searchsorted(offsets[:, 0], token_starts[orphans], side="right") - 1
         piece_ids = np.concatenate([piece_ids, np.clip(nearest, 0, len(offsets) - 1)])
         token_ids = np.concatenate([token_ids, orphans])
-    order = np.argsort(token_ids, kind="stable")
+    order = np.lexsort((piece_ids, token_ids))
     lengths = np.bincount(token_ids, minlength=n_tokens).astype("int32")
     return Alignment(lengths=lengths, indices=piece_ids[order].astype("int32"))

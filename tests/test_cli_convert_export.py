@@ -291,11 +291,11 @@ def first_piece_logits(model, tokenizer, doc) -> np.ndarray:
     enc = tokenizer(doc.text, return_offsets_mapping=True)
     with torch.no_grad():
         logits = model(torch.tensor([enc["input_ids"]])).logits[0].numpy()
-    rows = []
+    pieces, rows = enc.tokens(), []
     for token in doc:
         for i, (a, b) in enumerate(enc["offset_mapping"]):
             if b > token.idx and a < token.idx + len(token) and doc.text[a:b].strip():
-                rows.append(logits[i])
+                rows.append(logits[i - 1 if pieces[i - 1] == "▁" else i])  # a bare "▁" starts the word
                 break
     return np.stack(rows)
 

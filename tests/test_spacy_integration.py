@@ -147,6 +147,10 @@ def test_sentence_spans_encode_each_sentence_alone(albert_checkpoint, reference_
     starts = [s.start_char for s in doc.sents] + [len(doc.text)]
     bounds = [next(i for i, (a, b) in enumerate(pieces["offset_mapping"]) if b > s) if s < len(doc.text) else
               len(data.piece_ids) for s in starts]  # fmt: skip
+    # A bare "▁" split off a sentence's first word starts that sentence, as it does when the
+    # sentence is tokenized alone.
+    bounds = [i - 1 if 0 < i < len(data.piece_ids) and pieces.tokens()[i - 1] == "▁" else i for i in bounds]
+    assert any(pieces.tokens()[i] == "▁" for i in bounds[1:-1])  # "Bob" -> "▁" "b" "o" "b"
     for a, b in zip(bounds, bounds[1:]):
         np.testing.assert_allclose(
             data.hidden[0, a:b], reference_states(reference_model, tokenizer, data.piece_ids[a:b]), atol=1e-5, rtol=0

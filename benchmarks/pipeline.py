@@ -10,9 +10,9 @@ memory is its own. Measured:
 
 * words/second of `nlp.pipe` (spaCy tokens of the texts; the same count for every variant):
   `spacy-albert` (float32 by default: packed batching and length-sorted `pipe`),
-  `spacy-albert-int8` (`quantize = "int8"`), `spacy-albert-unsorted` (`sort_buffer = 1`: plain
-  batches of `--batch-size` docs in input order, still packed), `spacy-albert-padded` (the previous batching:
-  padded chunks, no sorting across batches), `spacy-transformers` (its default config:
+  `spacy-albert-int8` (`quantize = "int8"`), `spacy-albert-unsorted` (`sort_buffer = 1`:
+  plain batches of `--batch-size` docs in input order, still packed), `spacy-albert-padded`
+  (the previous batching: padded chunks, no sorting across batches), `spacy-transformers` (its default config:
   strided spans 128/96, plus spaCy's `ner` on a `TransformerListener`), `transformers`
   (fast tokenizer + `AlbertForTokenClassification`, docs in input order),
   `transformers-sorted` (docs sorted by length) and `spacy-curated-transformers` where it

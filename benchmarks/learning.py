@@ -33,15 +33,14 @@ import spacy
 import torch
 import transformers as hf
 from spacy.scorer import Scorer
-from spacy.tokens import Doc
-from spacy.training import Example, biluo_tags_to_spans, iob_to_biluo
+from spacy.training import Example
 from thinc.api import Adam, fix_random_seed
 
 import spacy_albert
 from spacy_albert.layers.heads import linear_params
 from spacy_albert.pipeline.ner import transition_masks, viterbi
 
-from data import read_conll  # benchmarks/data.py (benchmarks/ is on sys.path when run as a script)
+from data import ner_examples, read_conll, tagged_doc  # benchmarks/data.py (benchmarks/ is on sys.path when run as a script)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).parent / "results" / "learning.jsonl"
@@ -69,16 +68,6 @@ def batches(items: list, size: int):
 
 
 # ---- NER --------------------------------------------------------------------------------
-def ner_docs(nlp, sentences) -> list[Example]:
-    examples = []
-    for words, tags in sentences:
-        doc = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
-        gold = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
-        gold.ents = biluo_tags_to_spans(gold, iob_to_biluo(tags))
-        examples.append(Example(doc, gold))
-    return examples
-
-
 def ours_ner(checkpoint: Path, train, dev, args) -> dict:
     nlp = spacy.blank("en")
     encoder = {"@architectures": "spacy-albert.AlbertTransformer.v1", **SMALL, "checkpoint": str(checkpoint),
@@ -86,7 +75,7 @@ def ours_ner(checkpoint: Path, train, dev, args) -> dict:
     nlp.add_pipe("albert_ner", config={"scheme": "BIO", "model": {
         "@architectures": "spacy-albert.TokenClassifier.v1", "dropout": 0.1,
         "tok2vec": {"@architectures": "spacy-albert.AlbertTok2Vec.v1", "pooling": "first", "encoder": encoder}}})  # fmt: skip
-    train_eg, dev_eg = ner_docs(nlp, train), ner_docs(nlp, dev)
+    train_eg, dev_eg = ner_examples(nlp, train), ner_examples(nlp, dev)
     nlp.initialize(lambda: train_eg)
     labels = nlp.get_pipe("albert_ner").tags
     initial = [torch.tensor(nlp.get_pipe("albert_ner").model.ops.to_numpy(a).copy())
@@ -166,12 +155,9 @@ def reference_ner(checkpoint: Path, train, dev, labels: list[str], initial, args
                     "argmax": [labels[k] for k in word_logits.argmax(-1)],
                     "viterbi": [labels[k] for k in viterbi(word_logits, allowed, start, end)],
                 }
-                gold = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
-                gold.ents = biluo_tags_to_spans(gold, iob_to_biluo(tags))
+                gold = tagged_doc(nlp.vocab, words, tags)
                 for name, word_tags in decoded.items():
-                    doc = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
-                    doc.ents = biluo_tags_to_spans(doc, iob_to_biluo(word_tags))
-                    examples[name].append(Example(doc, gold))
+                    examples[name].append(Example(tagged_doc(nlp.vocab, words, word_tags), gold))
     f = {name: Scorer.score_spans(egs, "ents")["ents_f"] * 100 for name, egs in examples.items()}
     return {"f": f["argmax"], "f_constrained_decoding": f["viterbi"], "seconds_per_epoch": float(np.mean(epoch_times)),
             "losses": step_losses}  # fmt: skip
@@ -255,6 +241,12 @@ def loss_agreement(ours: list[float], ref: list[float], steps_per_epoch: int) ->
             "last_epoch_mean_loss": [float(np.mean(ours[-steps_per_epoch:])), float(np.mean(ref[-steps_per_epoch:]))]}  # fmt: skip
 
 
+def print_agreement(agreement: dict) -> None:
+    (ours_first, ref_first), (ours_last, ref_last) = agreement["first_step_loss"], agreement["last_epoch_mean_loss"]
+    print(f"  losses: step 1 {ours_first:.6f} vs {ref_first:.6f}, within 1% for {agreement['steps_within_1pct']} "
+          f"steps; last epoch {ours_last:.4f} vs {ref_last:.4f}")  # fmt: skip
+
+
 def run_seed(args, seed: int, tmp: Path) -> dict[str, Any]:
     """One seed: it orders the training data and draws the classifier that both sides start from."""
     record: dict[str, Any] = {}
@@ -276,9 +268,7 @@ def run_seed(args, seed: int, tmp: Path) -> dict[str, Any]:
         print(f"  spacy-albert  F1 {ours['f']:.2f}  {ours['seconds_per_epoch']:.1f} s/epoch")
         print(f"  transformers  F1 {ref['f']:.2f} (argmax), {ref['f_constrained_decoding']:.2f} (our constrained "
               f"decoding)  {ref['seconds_per_epoch']:.1f} s/epoch")  # fmt: skip
-        print(f"  losses: step 1 {agreement['first_step_loss'][0]:.6f} vs {agreement['first_step_loss'][1]:.6f}, "
-              f"within 1% for {agreement['steps_within_1pct']} steps; last epoch "
-              f"{agreement['last_epoch_mean_loss'][0]:.4f} vs {agreement['last_epoch_mean_loss'][1]:.4f}")  # fmt: skip
+        print_agreement(agreement)
     if "textcat" in args.tasks:
         rows = read_sst2(DATA / "sst2" / "train.tsv")
         random.Random(seed).shuffle(rows)
@@ -293,9 +283,7 @@ def run_seed(args, seed: int, tmp: Path) -> dict[str, Any]:
         print(f"seed {seed}: SST-2 sentiment ({len(train)} train, {len(dev)} dev, {args.epochs} epoch(s))")
         for name, r in (("spacy-albert", ours), ("transformers", ref)):
             print(f"  {name}  accuracy {r['accuracy']:.2f}  macro F {r['macro_f']:.2f}  {r['seconds_per_epoch']:.1f} s/epoch")
-        print(f"  losses: step 1 {agreement['first_step_loss'][0]:.6f} vs {agreement['first_step_loss'][1]:.6f}, "
-              f"within 1% for {agreement['steps_within_1pct']} steps; last epoch "
-              f"{agreement['last_epoch_mean_loss'][0]:.4f} vs {agreement['last_epoch_mean_loss'][1]:.4f}")  # fmt: skip
+        print_agreement(agreement)
     return record
 
 
@@ -312,7 +300,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             ref = np.array([r[task]["reference"][ref_key] for r in runs])
             summary[task][ours_key] = {"ours": [float(ours.mean()), float(ours.std())],
                                        "reference": [float(ref.mean()), float(ref.std())],
-                                       "difference": float(ours.mean() - ref.mean()), "ratio": float(ours.mean() / ref.mean())}  # fmt: skip
+                                       "difference": float(ours.mean() - ref.mean()),
+                                       "ratio": float(ours.mean() / ref.mean()) if ref.mean() else None}  # fmt: skip
     print(f"\nover {len(runs)} seed(s): mean ± std (ours - reference; ours / reference for time)")
     for task, entries in summary.items():
         for key, e in entries.items():

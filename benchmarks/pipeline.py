@@ -70,7 +70,8 @@ VARIANTS = INFERENCE + TRAINING + ("int8-accuracy",)
 
 
 # ---- data ----------------------------------------------------------------------------------
-from data import read_conll  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from data import ner_examples, read_conll, tagged_doc  # noqa: E402
+from encoder import matmul_peak_gflops  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def _wiki_paragraphs(path: Path) -> list[str]:
@@ -439,8 +440,7 @@ def run_inference(args: argparse.Namespace, texts: list[str], n_words: int) -> d
 
 def run_training(args: argparse.Namespace) -> dict:
     torch, sync = _setup(args)
-    from spacy.tokens import Doc
-    from spacy.training import Example, biluo_tags_to_spans, iob_to_biluo
+    from spacy.training import Example
     from thinc.api import Adam
 
     checkpoint = Path(args.workdir) / "checkpoint"
@@ -452,8 +452,7 @@ def run_training(args: argparse.Namespace) -> dict:
     examples = []
     for words, tags in sentences:
         doc = nlp.make_doc(" ".join(words))
-        gold = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
-        ents = [(s.start_char, s.end_char, s.label_) for s in biluo_tags_to_spans(gold, iob_to_biluo(tags))]
+        ents = [(e.start_char, e.end_char, e.label_) for e in tagged_doc(nlp.vocab, words, tags).ents]
         examples.append(Example.from_dict(doc, {"entities": ents}))
     optimizer = Adam(2e-5)
     batches = [examples[i : i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
@@ -475,20 +474,9 @@ def run_int8_accuracy(args: argparse.Namespace) -> dict:
     """WNUT-17 dev F1 of a trained albert_ner pipeline, float32 and after int8 quantization."""
     torch, _ = _setup(args)
     import spacy
-    from spacy.tokens import Doc
-    from spacy.training import Example, biluo_tags_to_spans, iob_to_biluo
     from thinc.api import Adam
 
     from spacy_albert.layers.quantize import quantize_pipeline
-
-    def examples_of(nlp, sentences):
-        out = []
-        for words, tags in sentences:
-            doc = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
-            gold = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
-            gold.ents = biluo_tags_to_spans(gold, iob_to_biluo(tags))
-            out.append(Example(doc, gold))
-        return out
 
     info: dict[str, Any] = {"variant": "int8-accuracy"}
     if args.ner_model:
@@ -505,7 +493,7 @@ def run_int8_accuracy(args: argparse.Namespace) -> dict:
         nlp.add_pipe("albert_ner", config={"scheme": "BIO", "model": {
             "@architectures": "spacy-albert.TokenClassifier.v1", "dropout": 0.1,
             "tok2vec": {"@architectures": "spacy-albert.AlbertTok2Vec.v1", "pooling": "first", "encoder": encoder}}})  # fmt: skip
-        train = examples_of(nlp, ner_sentences("train", 10**6))
+        train = ner_examples(nlp, ner_sentences("train", 10**6))
         nlp.initialize(lambda: train)
         optimizer = Adam(5e-4, L2=0.0, grad_clip=0.0, use_averages=False)  # as benchmarks/learning.py
         batches = [train[i : i + 16] for i in range(0, len(train), 16)]
@@ -517,7 +505,7 @@ def run_int8_accuracy(args: argparse.Namespace) -> dict:
                     f"({args.train_ner_steps / len(batches):.1f} epochs) of 16 WNUT-17 train sentences",
                     train_seconds=time.perf_counter() - start)  # fmt: skip
     name = next(n for n, p in nlp.pipeline if type(p).__name__ == "AlbertNER")
-    dev = examples_of(nlp, ner_sentences("dev", args.dev_limit))
+    dev = ner_examples(nlp, ner_sentences("dev", args.dev_limit))
 
     def score() -> tuple[float, float]:
         start = time.perf_counter()
@@ -543,24 +531,6 @@ def child(args: argparse.Namespace) -> dict:
 
 
 # ---- parent ----------------------------------------------------------------------------------
-def matmul_peak_gflops(threads: int, device: str) -> float:
-    """The float32 matmul rate this machine reaches (a 2048^3 GEMM, best of 6)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    a = torch.randn(2048, 2048, device=device)
-    b = torch.randn_like(a)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    best = float("inf")
-    for _ in range(6):
-        sync()
-        start = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return 2 * 2048**3 / best / 1e9
-
-
 def _ratio(results: dict, a: str, b: str, key: str = "words_per_s") -> Optional[float]:
     ra, rb = results.get(a, {}), results.get(b, {})
     if key in ra and key in rb and rb[key]:
@@ -669,7 +639,7 @@ def main() -> None:
 
     import spacy
 
-    peak_before = matmul_peak_gflops(args.threads, args.device)
+    peak_before = matmul_peak_gflops(args.threads, "float32", args.device)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         texts, source = benchmark_texts(args.docs, args.seed)
@@ -697,7 +667,7 @@ def main() -> None:
             print(f"  {variant}: {time.perf_counter() - started:.0f} s"
                   + (f" ({result.get('error') or result.get('unavailable')})" if "error" in result or "unavailable" in result else ""))  # fmt: skip
     # the machine's float32 matmul rate: the better of a measurement before and after the variants
-    peak = max(peak_before, matmul_peak_gflops(args.threads, args.device))
+    peak = max(peak_before, matmul_peak_gflops(args.threads, "float32", args.device))
     meta = {"docs": len(texts), "words": words, "source": source}
     ratios = report(results, peak, args, meta)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

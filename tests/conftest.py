@@ -126,3 +126,22 @@ def albert_checkpoint(tmp_path_factory: pytest.TempPathFactory, spm_dir: Path) -
     transformers.AlbertModel(config).save_pretrained(directory)
     shutil.copy(spm_dir / "spiece.model", directory / "spiece.model")
     return directory
+
+
+def first_piece_logits(model, tokenizer, doc):
+    """A transformers token-classification model's logits at the first piece of each spaCy
+    token: the first piece with text in it, or the bare "▁" split off before that piece
+    (the reference's word_ids() put it first)."""
+    import numpy as np
+    import torch
+
+    enc = tokenizer(doc.text, return_offsets_mapping=True)
+    with torch.no_grad():
+        logits = model(torch.tensor([enc["input_ids"]])).logits[0].numpy()
+    pieces, rows = enc.tokens(), []
+    for token in doc:
+        for i, (a, b) in enumerate(enc["offset_mapping"]):
+            if b > token.idx and a < token.idx + len(token) and doc.text[a:b].strip():
+                rows.append(logits[i - 1 if pieces[i - 1] == "▁" else i])
+                break
+    return np.stack(rows)

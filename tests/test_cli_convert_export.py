@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from spacy_albert.cli import app
 
-from conftest import TINY_ALBERT
+from conftest import TINY_ALBERT, first_piece_logits
 
 runner = CliRunner()
 
@@ -282,22 +282,6 @@ def pipelines(tmp_path_factory, albert_checkpoint):
     single.initialize(lambda: [Example.from_dict(single.make_doc(t), {"entities": e}) for t, e in NER_DATA])
     single.to_disk(root / "ner")
     return root
-
-
-def first_piece_logits(model, tokenizer, doc) -> np.ndarray:
-    """The transformers model's logits at the first piece of each spaCy token."""
-    import torch
-
-    enc = tokenizer(doc.text, return_offsets_mapping=True)
-    with torch.no_grad():
-        logits = model(torch.tensor([enc["input_ids"]])).logits[0].numpy()
-    pieces, rows = enc.tokens(), []
-    for token in doc:
-        for i, (a, b) in enumerate(enc["offset_mapping"]):
-            if b > token.idx and a < token.idx + len(token) and doc.text[a:b].strip():
-                rows.append(logits[i - 1 if pieces[i - 1] == "▁" else i])  # a bare "▁" starts the word
-                break
-    return np.stack(rows)
 
 
 def test_export_lists_candidates_and_rejects_unknown_components(pipelines, tmp_path):

@@ -17,7 +17,7 @@ from spacy_albert import AlbertTokenizerFast
 from spacy_albert.errors import AlbertError
 from spacy_albert.pipeline.ner import tag_names, transition_masks, viterbi
 
-from conftest import TINY_ALBERT
+from conftest import TINY_ALBERT, first_piece_logits
 
 ENCODER = {"@architectures": "spacy-albert.AlbertTransformer.v1", **TINY_ALBERT}
 NER_DATA = [
@@ -89,22 +89,6 @@ def with_head(tmp_path, spm_dir, head_class, **config):
     model.save_pretrained(path)
     shutil.copy(spm_dir / "spiece.model", path / "spiece.model")
     return model, path
-
-
-def first_piece_logits(model, tokenizer, doc):
-    """The reference's logits at the first piece of each spaCy token: the first piece with text
-    in it, or the bare "▁" split off before that piece (the reference's word_ids() put it first)."""
-    enc = tokenizer(doc.text, return_offsets_mapping=True)
-    with torch.no_grad():
-        logits = model(torch.tensor([enc["input_ids"]])).logits[0].numpy()
-    pieces, rows = enc.tokens(), []
-    for token in doc:
-        start = token.idx
-        for i, (a, b) in enumerate(enc["offset_mapping"]):
-            if b > start and a < token.idx + len(token) and doc.text[a:b].strip():
-                rows.append(logits[i - 1 if pieces[i - 1] == "▁" else i])
-                break
-    return np.stack(rows)
 
 
 # ---- albert_ner ---------------------------------------------------------------------------

@@ -13,3 +13,7 @@ class CheckpointError(AlbertError, OSError):
 
 class ShapeMismatchError(AlbertError, ValueError):
     """Weights or vocabularies whose shapes disagree with the configuration."""
+
+
+class CorruptedFileError(AlbertError, ValueError):
+    """A saved component's file that cannot be read: empty, truncated, corrupted or hostile."""

@@ -162,8 +162,8 @@ def test_length_sorted_pipe_gives_the_same_annotations(albert_checkpoint, texts)
     assert [d.text for d in sorted_docs] == texts  # original order
     assert ents(sorted_docs) == one_by_one
     encoder = nlp.get_pipe("albert_ner").model.get_ref("tok2vec").layers[0]
-    assert encoder.name == "albert_transformer" and encoder.attrs["sort_buffer"] == 16
-    encoder.attrs["sort_buffer"] = 1  # batches as they come
+    assert encoder.name == "albert_transformer" and encoder.attrs["settings"]["sort_buffer"] == 16
+    encoder.attrs["settings"]["sort_buffer"] = 1  # batches as they come
     assert ents(nlp.pipe(texts, batch_size=4)) == one_by_one
     assert any(one_by_one)
 
@@ -254,7 +254,7 @@ def test_int8_pipeline_round_trips_and_cli(albert_checkpoint, texts, tmp_path):
     assert result.exit_code == 0, result.output
     loaded = spacy.load(tmp_path / "int8")
     encoder = loaded.get_pipe("albert_ner").model.get_ref("tok2vec").layers[0]
-    assert encoder.attrs["quantize"] == "int8"
+    assert encoder.attrs["settings"]["quantize"] == "int8"
     assert loaded.config["components"]["albert_ner"]["model"]["tok2vec"]["encoder"]["quantize"] == "int8"
     size = lambda d: (d / "albert_ner" / "model").stat().st_size  # noqa: E731
     assert size(tmp_path / "int8") < size(tmp_path / "float")
@@ -321,7 +321,7 @@ torch_compile = false
     )
     nlp = spacy.util.load_model_from_config(config, auto_fill=True)
     encoder = nlp.get_pipe("albert").model
-    assert encoder.attrs["precision"] == "bfloat16" and encoder.attrs["sort_buffer"] == 4
+    assert encoder.attrs["settings"]["precision"] == "bfloat16" and encoder.attrs["settings"]["sort_buffer"] == 4
     nlp.get_pipe("albert").initialize(lambda: [Example.from_dict(nlp.make_doc("hi"), {})], checkpoint=str(albert_checkpoint))
     low = states(nlp, texts[:10])
     high = states(albert_nlp(albert_checkpoint), texts[:10])

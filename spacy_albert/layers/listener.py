@@ -46,6 +46,8 @@ class AlbertListener(Model):
         self._outputs: Optional[List[AlbertDocData]] = None
         self._backprop: Optional[Callable] = None
         self._init_docs: dict[int, str] = {}
+        # Set by the upstream component: False when it does not store its outputs on docs.
+        self.upstream_stores_outputs: Optional[bool] = None
 
     @classmethod
     def get_batch_id(cls, inputs: List[Doc]) -> int:
@@ -75,29 +77,58 @@ def _listener_init(model: AlbertListener, X: Any = None, Y: Any = None) -> None:
     model._init_docs = {id(doc): doc.text for doc in X or []}
 
 
+def _n_layers(model: AlbertListener) -> int:
+    """How many of the encoder's last layers the listener's pooling mixes."""
+    return int(model.layers[0].attrs.get("layers", 1))
+
+
 def _stored_outputs(model: AlbertListener, docs: List[Doc]) -> List[AlbertDocData]:
     outputs = []
     for doc in docs:
         data = doc._.get(DOC_EXTENSION)
         if data is None and model._init_docs.get(id(doc)) == doc.text:
-            data = _zero_data(len(doc), model.get_dim("nO"))
+            data = _zero_data(len(doc), model.get_dim("nO"), _n_layers(model))
         if data is None:
             if len(doc):
-                raise AlbertError(
-                    f"Doc {doc.text[:40]!r} has no ALBERT output: the {model.upstream_name!r} albert component "
-                    "must run before its listeners (or use spacy-albert.AlbertTok2Vec.v1)."
-                )
-            data = _zero_data(0, model.get_dim("nO"))
+                raise _no_output_error(model, doc)
+            data = _zero_data(0, model.get_dim("nO"), _n_layers(model))
         outputs.append(data)
     return outputs
 
 
-def _zero_data(n_tokens: int, width: int) -> AlbertDocData:
-    """Zero states: one zero piece shared by `n_tokens` tokens."""
+def _no_output_error(model: AlbertListener, doc: Doc) -> AlbertError:
+    upstream = model.upstream_name if model.upstream_name != "*" else "albert"
+    if model.upstream_stores_outputs is False:
+        return AlbertError(
+            f"Doc {doc.text[:40]!r} has no ALBERT output because the {upstream!r} component has "
+            f"store_outputs = false, and its listeners read the stored output at prediction: set "
+            f"[components.{upstream}] store_outputs = true."
+        )
+    return AlbertError(
+        f"Doc {doc.text[:40]!r} has no ALBERT output: the {upstream!r} albert component must run before its "
+        "listeners (or use spacy-albert.AlbertTok2Vec.v1)."
+    )
+
+
+def check_alignment(model: AlbertListener, docs: List[Doc], outputs: List[AlbertDocData]) -> None:
+    """Each doc's ALBERT output must cover its tokens: a doc retokenized after the encoder ran
+    (e.g. `doc.retokenize()` merging "New York City") would get shifted features."""
+    for doc, data in zip(docs, outputs):
+        if len(data.alignment.lengths) != len(doc):
+            raise AlbertError(
+                f"Doc {doc.text[:40]!r} has {len(doc)} tokens, but the ALBERT output stored on it was computed for "
+                f"{len(data.alignment.lengths)}: the doc was retokenized (merged or split) after the "
+                f"{model.upstream_name if model.upstream_name != '*' else 'albert'!r} component ran. Retokenize "
+                "before that component (put merge/split components earlier in the pipeline) or run it again."
+            )
+
+
+def _zero_data(n_tokens: int, width: int, n_layers: int = 1) -> AlbertDocData:
+    """Zero states of `n_layers` layers: one zero piece shared by `n_tokens` tokens."""
     n_pieces = 1 if n_tokens else 0
     alignment = Alignment(numpy.full(n_tokens, 1, dtype="int32"), numpy.zeros(n_tokens, dtype="int32"))
-    hidden = numpy.zeros((1, n_pieces, width), "float32")
-    return AlbertDocData(numpy.zeros(n_pieces, "int64"), hidden, alignment, numpy.zeros((1, width), "float32"))
+    hidden = numpy.zeros((n_layers, n_pieces, width), "float32")
+    return AlbertDocData(numpy.zeros(n_pieces, "int64"), hidden, alignment, numpy.zeros((n_layers, width), "float32"))
 
 
 def _listener_forward(model: AlbertListener, docs: List[Doc], is_train: bool) -> tuple[List[Floats2d], Callable]:
@@ -106,6 +137,7 @@ def _listener_forward(model: AlbertListener, docs: List[Doc], is_train: bool) ->
         outputs, backprop_upstream = model._outputs, model._backprop
     else:
         outputs, backprop_upstream = _stored_outputs(model, docs), None
+    check_alignment(model, docs, outputs)
     width = model.get_dim("nO")
     for data in outputs:
         if data.n_pieces and data.width != width:

@@ -119,6 +119,11 @@ def deserialize_encoder(module: WindowedEncoder, data: bytes, device: torch.devi
         return deserialize_weights(module, data, device)
     from safetensors.torch import load
 
+    if module.quantize != "int8":
+        raise AlbertError(
+            "This pipeline's ALBERT encoder was saved int8-quantized, and its float weights are not kept: load it "
+            "with quantize = \"int8\" (its saved setting), or load the float pipeline it was quantized from."
+        )
     if torch.device(device).type != "cpu":
         raise AlbertError(
             f"This pipeline's ALBERT encoder is int8-quantized, which runs on CPU only, not on {device}."
@@ -197,7 +202,7 @@ def quantize_pipeline(nlp: Any, components: Optional[Iterable[str]] = None) -> l
                 raise AlbertError(f"quantize: component {name!r} has no ALBERT encoder of its own.")
             continue
         for node in encoders:
-            node.attrs["quantize"] = "int8"
+            node.attrs["settings"]["quantize"] = "int8"
             quantize_encoder(get_torch_encoder(node))
         _set_in_config(nlp.get_pipe_config(name), "quantize", "int8")
         done.append(name)

@@ -1,10 +1,15 @@
 """State that ALBERT thinc models keep beside their torch module: the encoder config and
 the tokenizer (in `model.attrs["albert"]`), serialized with the model. Restoring a config
 rebuilds the torch module (through `REBUILDERS[model.name]`) before its weights load, so
-the shapes always come from the saved model, never from the construction-time config."""
+the shapes always come from the saved model, never from the construction-time config.
+
+Settings that do not change the weights (precision, quantization, windows, batching, ...)
+live in `model.attrs["settings"]` (`Settings`): they always come from the config the model
+was built from, so overrides at `spacy.load(..., config=...)` take effect."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -14,12 +19,49 @@ import torch
 from thinc.api import Model
 from thinc.model import deserialize_attr, serialize_attr
 
-from ..errors import AlbertError
+from ..errors import AlbertError, CorruptedFileError
 from ..models.configuration import AlbertConfig
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
 
 # model.name -> function putting a torch module built from a config into the model.
 REBUILDERS: dict[str, Callable[[Model, AlbertConfig], None]] = {}
+
+# The files of a saved fast tokenizer; a saved model naming any other file is refused.
+TOKENIZER_FILES = frozenset(
+    {"spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"}
+)
+
+
+class Settings(dict):
+    """A model's settings that are not weights. Saved with the model for the record, but
+    never restored from it: the config the model is built from decides them (so a setting
+    overridden at `spacy.load` takes effect)."""
+
+
+@serialize_attr.register(Settings)
+def _serialize_settings(_: Settings, value: Settings, name: str, model: Model) -> bytes:
+    return srsly.msgpack_dumps(dict(value))
+
+
+@deserialize_attr.register(Settings)
+def _deserialize_settings(current: Settings, value: bytes, name: str, model: Model) -> Settings:
+    return current
+
+
+def check_tokenizer_files(files: Any, owner: str = "") -> dict[str, bytes]:
+    """The tokenizer files of a saved model, refused unless each is a known file name with
+    bytes (a name such as "../x" or "/tmp/x" would write outside the folder)."""
+    where = f"{owner!r}: " if owner else ""
+    if not isinstance(files, dict):
+        raise CorruptedFileError(f"{where}the saved ALBERT tokenizer is not a mapping of file names to bytes.")
+    for filename, data in files.items():
+        if filename not in TOKENIZER_FILES or not isinstance(data, bytes):
+            raise CorruptedFileError(
+                f"{where}the saved ALBERT model names a tokenizer file {str(filename)[:80]!r}, which is not one of "
+                f"{sorted(TOKENIZER_FILES)}: the file is corrupted or was not written by spacy-albert; "
+                "do not load it, re-save the pipeline from a trusted copy."
+            )
+    return files
 
 
 class AlbertState:
@@ -30,8 +72,11 @@ class AlbertState:
     saved pipeline can export a complete Hugging Face checkpoint without the original files.
     """
 
-    def __init__(self, config: AlbertConfig, tokenizer_files: Optional[dict[str, bytes]] = None) -> None:
+    def __init__(
+        self, config: AlbertConfig, tokenizer_files: Optional[dict[str, bytes]] = None, owner: str = ""
+    ) -> None:
         self.config = config
+        self.owner = owner  # the component whose encoder this is (for error messages); not saved
         self.tokenizer: Optional[AlbertTokenizerFast] = None
         self.tokenizer_files: dict[str, bytes] = {}
         self._backend: Any = None
@@ -45,15 +90,24 @@ class AlbertState:
         self.tokenizer, self._backend = tokenizer, None
 
     def set_tokenizer_files(self, files: dict[str, bytes]) -> None:
+        check_tokenizer_files(files, self.owner)
         with tempfile.TemporaryDirectory() as tmp:
             self.save_tokenizer(tmp, files)
-            self.tokenizer = AlbertTokenizerFast.from_pretrained(tmp)
+            try:
+                self.tokenizer = AlbertTokenizerFast.from_pretrained(tmp)
+            except Exception as err:
+                where = f"{self.owner!r}: " if self.owner else ""
+                raise CorruptedFileError(
+                    f"{where}the saved ALBERT tokenizer ({', '.join(sorted(files))}) is corrupted and cannot be read "
+                    f"({type(err).__name__}: {str(err).replace(tmp + os.sep, '')[:200]}); restore the pipeline from a good copy."
+                ) from err
         self.tokenizer_files, self._backend = dict(files), None
 
     def save_tokenizer(self, directory: str | Path, files: Optional[dict[str, bytes]] = None) -> None:
         """Write the tokenizer's files (what transformers' tokenizers load) to `directory`."""
+        files = check_tokenizer_files(self.tokenizer_files if files is None else files, self.owner)
         Path(directory).mkdir(parents=True, exist_ok=True)
-        for filename, data in (self.tokenizer_files if files is None else files).items():
+        for filename, data in files.items():
             (Path(directory) / filename).write_bytes(data)
 
     @property
@@ -61,9 +115,11 @@ class AlbertState:
         """A copy of the fast tokenizer's backend without truncation or padding."""
         if self._backend is None:
             if self.tokenizer is None:
+                owner = self.owner or "albert"
                 raise AlbertError(
-                    "The ALBERT encoder has no vocabulary yet: run nlp.initialize() with a checkpoint "
-                    "(e.g. [initialize.components.albert] checkpoint = \"path/to/albert\") or load a saved pipeline."
+                    f"The ALBERT encoder of {owner!r} has no vocabulary yet: run nlp.initialize() with a checkpoint "
+                    f"([initialize.components.{owner}] checkpoint = \"path/to/albert\", or the encoder's own "
+                    "`checkpoint` setting) or load a saved pipeline."
                 )
             from tokenizers import Tokenizer
 
@@ -82,9 +138,14 @@ def _serialize_state(_: AlbertState, value: AlbertState, name: str, model: Model
 @deserialize_attr.register(AlbertState)
 def _deserialize_state(_: AlbertState, value: bytes, name: str, model: Model) -> AlbertState:
     msg = srsly.msgpack_loads(value)
+    owner = getattr(_, "owner", "")
+    if not isinstance(msg, dict) or not isinstance(msg.get("config"), dict) or "tokenizer" not in msg:
+        where = f"{owner!r}: " if owner else ""
+        raise CorruptedFileError(f"{where}the saved ALBERT state is incomplete (no config or tokenizer).")
     config = AlbertConfig.from_dict(msg["config"])
+    check_tokenizer_files(msg["tokenizer"], owner)
     REBUILDERS[model.name](model, config)
-    return AlbertState(config, msg["tokenizer"])
+    return AlbertState(config, msg["tokenizer"], owner=owner)
 
 
 def dropout_settings(config: AlbertConfig) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from ..models.modeling_albert import (
     AlbertPreTrainedModel,
 )
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
-from .state import REBUILDERS, AlbertState, deserialize_weights, dropout_settings, serialize_weights
+from .state import REBUILDERS, AlbertState, Settings, deserialize_weights, dropout_settings, serialize_weights
 
 TASKS: dict[str, type[AlbertPreTrainedModel]] = {
     "question-answering": AlbertForQuestionAnswering,
@@ -93,7 +93,7 @@ def export_task_model(model: Model, directory: str | Path) -> Path:
 
 
 def _autocast(model: Model, device: torch.device) -> contextlib.AbstractContextManager:
-    precision = model.attrs["precision"]
+    precision = model.attrs["settings"]["precision"]
     if precision == "float32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
@@ -115,7 +115,7 @@ def _forward(model: Model, inputs: dict[str, Any], is_train: bool) -> tuple[Any,
 
 
 def _init(model: Model, X: Any = None, Y: Any = None) -> None:
-    checkpoint = model.attrs.get("checkpoint")
+    checkpoint = model.attrs["settings"]["checkpoint"]
     if checkpoint and model.attrs["albert"].tokenizer is None:
         load_task_checkpoint(model, checkpoint)
 
@@ -159,5 +159,9 @@ def build_task_model(
         _forward,
         init=_init,
         shims=[shim],
-        attrs={"albert": AlbertState(config), "task": task, "checkpoint": checkpoint, "precision": precision},
+        attrs={
+            "albert": AlbertState(config),
+            "task": task,
+            "settings": Settings(checkpoint=checkpoint, precision=precision),
+        },
     )

@@ -30,7 +30,7 @@ from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
 from .data import AlbertDocData
 from .encoder import ATTENTION_PADDING_TOLERANCE, BATCHING_MODES, WindowBatch, WindowedEncoder, make_windows
 from .quantize import QUANTIZE_MODES, deserialize_encoder, serialize_encoder
-from .state import REBUILDERS, AlbertState, dropout_settings
+from .state import REBUILDERS, AlbertState, Settings, dropout_settings
 
 SPAN_MODES = ("strided", "sentences")
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -40,12 +40,17 @@ def _encoder_node(model: Model) -> Model:
     return model.layers[0]
 
 
+def settings_of(model: Model) -> Settings:
+    """The AlbertTransformer's settings (precision, quantize, window, ...: see its builder)."""
+    return model.attrs["settings"]
+
+
 def _new_encoder(model: Model, config: AlbertConfig) -> WindowedEncoder:
     """A float encoder with this model's precision, quantization and compile settings
     (quantization is applied on first use, or when int8 weights are loaded)."""
-    attrs = model.attrs
+    settings = settings_of(model)
     return WindowedEncoder(
-        config, attrs["precision"], quantize=attrs.get("quantize"), torch_compile=attrs.get("torch_compile", False)
+        config, settings["precision"], quantize=settings["quantize"], torch_compile=settings["torch_compile"]
     )
 
 
@@ -119,7 +124,8 @@ def _doc_spans(doc: Doc, alignment: Any, n_pieces: int, mode: str) -> list[tuple
 
 
 def forward(model: Model, docs: List[Doc], is_train: bool) -> tuple[List[AlbertDocData], Callable]:
-    if is_train and (model.attrs.get("quantize") or get_torch_encoder(model).quantized):
+    settings = settings_of(model)
+    if is_train and (settings["quantize"] or get_torch_encoder(model).quantized):
         raise AlbertError(
             "This ALBERT encoder is int8-quantized, which is for inference only: train the float model "
             "(quantize = null) and quantize the trained pipeline afterwards (python -m spacy_albert quantize)."
@@ -136,20 +142,20 @@ def forward(model: Model, docs: List[Doc], is_train: bool) -> tuple[List[AlbertD
         alignment = align_pieces(doc.text, offsets, starts, starts + token_spans[:, 1])
         piece_ids.append(ids)
         alignments.append(alignment)
-        spans.append(_doc_spans(doc, alignment, len(ids), model.attrs["spans"]))
-    window = min(model.attrs["window"], config.max_position_embeddings - 2)
+        spans.append(_doc_spans(doc, alignment, len(ids), settings["spans"]))
+    window = min(settings["window"], config.max_position_embeddings - 2)
     tokenizer = state.tokenizer
     batch = make_windows(
         piece_ids,
         spans,
         window=window,
-        stride=min(model.attrs["stride"], window),
+        stride=min(settings["stride"], window),
         cls_id=tokenizer.cls_token_id,
         sep_id=tokenizer.sep_token_id,
         pad_id=tokenizer.pad_token_id,
-        max_batch_pieces=model.attrs["max_batch_pieces"],
-        n_layers=model.attrs["output_layers"],
-        batching=model.attrs.get("batching", "packed"),
+        max_batch_pieces=settings["max_batch_pieces"],
+        n_layers=settings["output_layers"],
+        batching=settings["batching"],
         linear_cost=2 * config.hidden_size + config.intermediate_size,
         padding_tolerance=0.0 if get_torch_default_device().type == "cpu" else ATTENTION_PADDING_TOLERANCE,
     )
@@ -173,7 +179,7 @@ def forward(model: Model, docs: List[Doc], is_train: bool) -> tuple[List[AlbertD
 
 
 def init(model: Model, X: Optional[List[Doc]] = None, Y: Any = None) -> None:
-    checkpoint = model.attrs.get("checkpoint")
+    checkpoint = settings_of(model)["checkpoint"]
     if checkpoint and model.attrs["albert"].tokenizer is None:
         load_checkpoint(model, checkpoint)
 
@@ -222,6 +228,11 @@ def build_albert_transformer(
     restores their order (1: no sorting across batches). `quantize` "int8" applies dynamic
     int8 quantization to the encoder's linear layers for CPU inference (training it is an
     error). `torch_compile` compiles the position-wise blocks with `torch.compile`.
+
+    Every setting but the hyperparameters is taken from the config also when a saved
+    pipeline is loaded (`spacy.load(path, config={...})` overrides take effect); only int8
+    weights cannot be turned back into float ones (`quantize = null` on an int8 pipeline is
+    an error).
     """
     if spans not in SPAN_MODES:
         raise ValueError(f"spans={spans!r}; choose one of {SPAN_MODES}.")
@@ -257,20 +268,20 @@ def build_albert_transformer(
         init=init,
         layers=[encoder],
         dims={"nO": hidden_size},
-        # The settings the encoder module is rebuilt with come before "albert", whose
-        # deserialization rebuilds it.
         attrs={
-            "precision": precision,
-            "quantize": quantize,
-            "torch_compile": torch_compile,
+            "settings": Settings(
+                precision=precision,
+                quantize=quantize,
+                torch_compile=torch_compile,
+                checkpoint=checkpoint,
+                window=window,
+                stride=stride,
+                spans=spans,
+                output_layers=output_layers,
+                max_batch_pieces=max_batch_pieces,
+                batching=batching,
+                sort_buffer=sort_buffer,
+            ),
             "albert": AlbertState(config),
-            "checkpoint": checkpoint,
-            "window": window,
-            "stride": stride,
-            "spans": spans,
-            "output_layers": output_layers,
-            "max_batch_pieces": max_batch_pieces,
-            "batching": batching,
-            "sort_buffer": sort_buffer,
         },
     )

@@ -21,6 +21,7 @@ from ..layers.transformer import get_torch_encoder, load_checkpoint
 from ..models.checkpoint import read_checkpoint_weights
 from ..models.configuration import AlbertConfig
 from ..models.modeling_albert import AlbertPreTrainedModel
+from .guards import check_arrays, check_gradients, check_loss, next_step
 
 
 class HeadUpdateMixin:
@@ -35,14 +36,22 @@ class HeadUpdateMixin:
         sgd: Optional[Optimizer] = None,
         losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
+        """One training step. A non-finite loss or gradient of the scores (checked before
+        the backward pass) or of the model's weights (checked after it, whether or not `sgd`
+        is given) raises `NonFiniteError` naming the component and its update step, with the
+        gradients cleared and no optimizer step taken (see `guards`)."""
         losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, f"{type(self).__name__}.update")
+        step = next_step(self)
         set_dropout_rate(self.model, drop)
         scores, backprop = self.model.begin_update([eg.predicted for eg in examples])
         loss, d_scores = self.get_loss(examples, scores)
+        check_loss(self.name, step, loss, self.model)
+        check_arrays(self.name, step, "gradient of the scores", d_scores, self.model)
         backprop(d_scores)
+        check_gradients(self.name, step, self.model)
         if sgd is not None:
             self.finish_update(sgd)
         losses[self.name] += loss
@@ -95,7 +104,7 @@ def load_encoder(model: Model, checkpoint: Optional[str]) -> Optional[str]:
 
     Returns the checkpoint used, or None."""
     encoder = next((n for n in model.walk() if n.name == "albert_transformer"), None)
-    checkpoint = checkpoint or (encoder.attrs.get("checkpoint") if encoder is not None else None)
+    checkpoint = checkpoint or (encoder.attrs["settings"]["checkpoint"] if encoder is not None else None)
     if encoder is not None and checkpoint:
         load_checkpoint(encoder, checkpoint)
     return checkpoint

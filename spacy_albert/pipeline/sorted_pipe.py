@@ -26,7 +26,7 @@ def sort_buffer_of(model: Model) -> int:
     """How many batches `pipe` sorts together: the encoder's `sort_buffer` setting, or 1 for
     a model without its own encoder (a listener reads what the shared component stored)."""
     encoder = _own_encoder(model)
-    return int(encoder.attrs.get("sort_buffer", 1)) if encoder is not None else 1
+    return int(encoder.attrs["settings"]["sort_buffer"]) if encoder is not None else 1
 
 
 def length_groups(lengths: Sequence[int], batch_size: int, max_positions: int) -> List[List[int]]:
@@ -61,7 +61,7 @@ class LengthSortedPipe:
         error_handler = self.get_error_handler()
         encoder = _own_encoder(self.model)
         buffer_batches = sort_buffer_of(self.model)
-        max_positions = int(encoder.attrs.get("max_batch_pieces", 0)) if encoder is not None else 0
+        max_positions = int(encoder.attrs["settings"]["max_batch_pieces"]) if encoder is not None else 0
         for buffer in minibatch(stream, size=batch_size * buffer_batches):
             if buffer_batches > 1:
                 groups = length_groups([len(doc.text) for doc in buffer], batch_size, max_positions)

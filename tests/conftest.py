@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples every run (a failure there is reproducible); a local run draws
+# new ones and more of them: HYPOTHESIS_PROFILE=wide python -m pytest tests/test_alignment.py
+settings.register_profile("ci", max_examples=150, derandomize=True, print_blob=True)
+settings.register_profile("wide", max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _WORDS = """
 the of and to in is was for on that with as by at from his her they this have are not but had which

@@ -110,7 +110,7 @@ def random_docs(draw):
     return Doc(NLP.vocab, words=words, spaces=[False] * len(words)) if words else Doc(NLP.vocab, words=[])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=random_docs())
 def test_alignment_properties(tokenizer, doc):
     pieces, offsets, alignment = align(tokenizer, doc)

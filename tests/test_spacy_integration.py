@@ -18,6 +18,7 @@ from spacy_albert.errors import AlbertError, ShapeMismatchError
 from spacy_albert.layers.data import AlbertDocData
 from spacy_albert.layers.encoder import span_windows, window_starts
 from spacy_albert.layers.pooling import pool_pieces
+from spacy_albert.layers.transformer import get_torch_encoder
 from spacy_albert.tokenization.alignment import Alignment
 
 from conftest import TINY_ALBERT
@@ -167,43 +168,80 @@ def test_windows_cover_every_piece():
             assert (covered >= 1).all()
 
 
-def test_empty_and_whitespace_docs(trained):
-    nlp, _ = trained
+def test_empty_and_whitespace_docs(albert_checkpoint, reference_model):
+    nlp = encoder_only(albert_checkpoint)
+    tokenizer = hf.AlbertTokenizerFast.from_pretrained(albert_checkpoint)
     for text in ["", "   ", "\n\n", "\t"]:
-        doc = nlp(text)
-        assert doc._.albert_data is not None and list(doc.ents) == []
+        data = nlp(text)._.albert_data
+        ids = tokenizer(text)["input_ids"][1:-1]  # the reference's pieces: none, or a bare "▁"
+        assert data.piece_ids.tolist() == ids and data.hidden.shape == (1, len(ids), 32)
+        assert data.alignment.lengths.tolist() == [0] * len(nlp.make_doc(text))  # whitespace tokens: no piece
+        np.testing.assert_allclose(data.cls[-1], reference_states(reference_model, tokenizer, np.array(ids), cls=True), atol=1e-5)
+        if ids:
+            np.testing.assert_allclose(data.hidden[-1], reference_states(reference_model, tokenizer, np.array(ids)), atol=1e-5)
     docs = list(nlp.pipe(["", "Alice lives in Berlin.", "  "]))
-    assert len(docs) == 3
+    assert [d.text for d in docs] == ["", "Alice lives in Berlin.", "  "]
 
 
 # ---- pooling ------------------------------------------------------------------------------
 def _random_data(rng, n_layers=3, width=4):
-    n_tokens, n_pieces = 5, 7
-    lengths = np.array([2, 0, 1, 3, 1], dtype="int32")
-    indices = np.array([0, 1, 2, 3, 4, 5, 6], dtype="int32")[: lengths.sum()]
+    """7 pieces for 6 tokens: a token without pieces, and piece 1 shared by tokens 0 and 2."""
+    n_tokens, n_pieces = 6, 7
+    lengths = np.array([2, 0, 2, 3, 1, 0], dtype="int32")
+    indices = np.array([0, 1, 1, 2, 3, 4, 5, 6], dtype="int32")
     hidden = rng.standard_normal((n_layers, n_pieces, width)).astype("float32")
     return AlbertDocData(np.arange(n_pieces), hidden, Alignment(lengths, indices)), n_tokens
 
 
+def _direct_pooling(mode, stack, alignment, d_tokens):
+    """Token vectors of one layer stack [pieces, width] and the exact gradient of each piece
+    for the token gradients `d_tokens`, computed token by token."""
+    n_tokens, width = len(alignment.lengths), stack.shape[1]
+    Y, d_stack = np.zeros((n_tokens, width), "float32"), np.zeros_like(stack)
+    for t in range(n_tokens):
+        pieces = alignment.pieces_of(t)
+        if not len(pieces):
+            continue
+        if mode == "mean":
+            Y[t] = stack[pieces].mean(axis=0)
+            for p in pieces:
+                d_stack[p] += d_tokens[t] / len(pieces)
+        elif mode in ("first", "last"):
+            p = pieces[0] if mode == "first" else pieces[-1]
+            Y[t] = stack[p]
+            d_stack[p] += d_tokens[t]
+        else:
+            best = pieces[stack[pieces].argmax(axis=0)]  # the winning piece of each feature
+            Y[t] = stack[best, np.arange(width)]
+            d_stack[best, np.arange(width)] += d_tokens[t]
+    return Y, d_stack
+
+
+@pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("mode", ["mean", "first", "last", "max"])
-def test_pooling_modes_match_a_direct_computation(mode):
+def test_pooling_modes_match_a_direct_computation(mode, layers):
     rng = np.random.default_rng(0)
     data, n_tokens = _random_data(rng)
-    layer = pool_pieces(mode)
+    layer = pool_pieces(mode, layers=layers)
     layer.initialize(X=[data])
-    (Y,) = layer.predict([data])
-    reduce = {"mean": np.mean, "max": lambda a, axis: a.max(axis=axis), "first": lambda a, axis: a[0],
-              "last": lambda a, axis: a[-1]}[mode]  # fmt: skip
-    for t in range(n_tokens):
-        pieces = data.alignment.pieces_of(t)
-        expected = reduce(data.hidden[-1][pieces], axis=0) if len(pieces) else np.zeros(4)
-        np.testing.assert_allclose(Y[t], expected, atol=1e-6)
-    # Backprop puts gradient only on the pieces each token used.
-    _, backprop = layer.begin_update([data])
-    (d_data,) = backprop([np.ones_like(Y)])
-    d_hidden = d_data.hidden
-    assert d_hidden.shape == data.hidden.shape
-    assert d_hidden[-1].sum() > 0 and not d_hidden[:-1].any()
+    if layers == 1:
+        weights, gamma, stack = np.ones(1, "float32"), 1.0, data.hidden[-1]
+    else:
+        mix = np.array([0.4, -0.3], dtype="float32")
+        layer.set_param("mix", mix)
+        layer.set_param("gamma", np.array([1.7], dtype="float32"))
+        weights, gamma = np.exp(mix) / np.exp(mix).sum(), 1.7
+        stack = gamma * np.tensordot(weights, data.hidden[-2:], axes=(0, 0))
+    d_tokens = rng.standard_normal((n_tokens, 4)).astype("float32")
+    expected_Y, d_stack = _direct_pooling(mode, stack, data.alignment, d_tokens)
+    (Y,), backprop = layer.begin_update([data])
+    np.testing.assert_allclose(Y, expected_Y, atol=1e-6)
+    assert not Y[1].any() and not Y[5].any()  # tokens without pieces get zero vectors
+    (d_data,) = backprop([d_tokens])
+    expected = np.zeros_like(data.hidden)
+    for j, w in enumerate(weights):  # each mixed layer gets its share of the piece gradient
+        expected[len(data.hidden) - layers + j] = gamma * w * d_stack
+    np.testing.assert_allclose(d_data.hidden, expected, atol=1e-6)
 
 
 def test_layer_mix_learns_and_its_gradient_is_right():
@@ -212,7 +250,7 @@ def test_layer_mix_learns_and_its_gradient_is_right():
     layer = pool_pieces("mean", layers=2)
     layer.initialize(X=[data])
     layer.set_param("mix", np.array([0.3, -0.2], dtype="float32"))
-    target = rng.standard_normal((5, 4)).astype("float32")
+    target = rng.standard_normal((6, 4)).astype("float32")
 
     def loss():
         (Y,) = layer.predict([data])
@@ -288,12 +326,34 @@ def test_two_listeners_share_one_encoder(albert_checkpoint):
                 for t, e in TRAIN]  # fmt: skip
     optimizer = nlp.initialize(lambda: examples)
     assert sorted(nlp.get_pipe("albert").listening_components) == ["ner", "tagger"]
-    encoder_before = nlp.get_pipe("albert").model.layers[0].shims[0]._model.albert.encoder.embedding_hidden_mapping_in.weight.clone()
+    module = get_torch_encoder(nlp.get_pipe("albert").model)
+    listeners = {name: listener for name, (listener,) in nlp.get_pipe("albert").listener_map.items()}
+
+    def encoder_gradient(**grad_factors):
+        """The encoder's gradient from one update (no optimizer step) with these factors."""
+        for name, listener in listeners.items():
+            listener.attrs["grad_factor"] = grad_factors.get(name, 1.0)
+        module.zero_grad(set_to_none=True)
+        spacy.util.fix_random_seed(0)  # spaCy's parser draws where it cuts its oracle sequences
+        nlp.update(examples, sgd=False, losses={})
+        return torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
+
+    for _ in range(2):  # spaCy's tagger and parser start with zero output layers: no gradient yet
+        nlp.update(examples, sgd=optimizer)
+    both = encoder_gradient()
+    ner_only, tagger_only = encoder_gradient(tagger=0.0), encoder_gradient(ner=0.0)
+    assert ner_only.abs().max() > 0 and tagger_only.abs().max() > 0
+    assert not torch.allclose(ner_only, tagger_only, atol=1e-6)
+    torch.testing.assert_close(both, ner_only + tagger_only, atol=1e-6, rtol=1e-5)  # the sum of both
+    half = encoder_gradient(tagger=0.5)
+    torch.testing.assert_close(half, ner_only + 0.5 * tagger_only, atol=1e-6, rtol=1e-5)
+    for listener in listeners.values():
+        listener.attrs["grad_factor"] = 1.0
+    encoder_before = module.albert.encoder.embedding_hidden_mapping_in.weight.clone()
     losses = {}
     for _ in range(3):
         nlp.update(examples, sgd=optimizer, losses=losses)
-    encoder_after = nlp.get_pipe("albert").model.layers[0].shims[0]._model.albert.encoder.embedding_hidden_mapping_in.weight
-    assert not torch.equal(encoder_before, encoder_after), "the shared encoder is fine-tuned"
+    assert not torch.equal(encoder_before, module.albert.encoder.embedding_hidden_mapping_in.weight)
     assert losses["tagger"] > 0 and losses["ner"] > 0
 
 
@@ -313,11 +373,28 @@ def test_doc_serialization_and_docbin_keep_outputs(trained):
 
 
 def test_multiprocess_pipe_matches_single_process(trained):
+    import signal
+
     nlp, _ = trained
     texts = TEST_TEXTS * 3
-    single = [[(e.start_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
-    multi = [[(e.start_char, e.label_) for e in d.ents] for d in nlp.pipe(texts, n_process=2, batch_size=4)]
-    assert multi == single
+    single = list(nlp.pipe(texts))
+
+    def deadlock(signum, frame):
+        raise TimeoutError("nlp.pipe(n_process=2) did not finish in 120 s (a fork deadlock?)")
+
+    previous = signal.signal(signal.SIGALRM, deadlock)
+    signal.alarm(120)
+    try:
+        multi = list(nlp.pipe(texts, n_process=2, batch_size=4))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in multi] == ents(nlp, texts)
+    assert any(d.ents for d in multi)
+    for a, b in zip(single, multi):
+        assert a.text == b.text
+        np.testing.assert_allclose(b._.albert_data.hidden, a._.albert_data.hidden, atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(b._.albert_data.alignment.lengths, a._.albert_data.alignment.lengths)
 
 
 # ---- registration, precision, errors -----------------------------------------------------
@@ -341,7 +418,8 @@ def test_entry_points_and_registry():
 def test_bfloat16_on_cpu_is_close_to_float32(albert_checkpoint):
     full = encoder_only(albert_checkpoint)("Alice lives in Paris with Bob.")._.albert_data.hidden
     low = encoder_only(albert_checkpoint, precision="bfloat16")("Alice lives in Paris with Bob.")._.albert_data.hidden
-    assert low.dtype == np.float32 and np.abs(low - full).max() < 0.1
+    # bfloat16 keeps 8 bits of mantissa: close to float32, but not equal (the setting acts).
+    assert low.dtype == np.float32 and 1e-4 < np.abs(low - full).max() < 0.1
 
 
 def test_uninitialised_and_mismatched_encoders_fail_clearly(albert_checkpoint):
@@ -367,7 +445,6 @@ def test_pooling_handles_docs_without_tokens():
     layer.initialize(X=[empty])
     (Y,) = layer.predict([empty])
     assert Y.shape == (0, 4)
-    assert ops.xp is np
 
 
 LISTENER = {"@architectures": "spacy-albert.AlbertListener.v1", "width": TINY_ALBERT["hidden_size"]}
@@ -382,6 +459,9 @@ BUILTINS = {
 }  # fmt: skip
 
 
+BUILTIN_FLOORS = {"textcat": ("cats_score", 0.99), "spancat": ("spans_sc_f", 0.8)}  # reached: 1.0, 0.857
+
+
 @pytest.mark.parametrize("name", sorted(BUILTINS))
 def test_builtin_components_train_on_listener_features(albert_checkpoint, name):
     architecture, annotate = BUILTINS[name]
@@ -393,11 +473,17 @@ def test_builtin_components_train_on_listener_features(albert_checkpoint, name):
     for i, (text, _) in enumerate(TRAIN):
         doc = nlp.make_doc(text)
         examples.append(Example.from_dict(doc, annotate(doc, i)))
+    spacy.util.fix_random_seed(0)
     optimizer = nlp.initialize(lambda: examples)
-    history = []
     for _ in range(25):
-        losses = {}
-        nlp.update(examples, sgd=optimizer, losses=losses)
-        history.append(losses[name])
-    assert history[-1] < history[0], history
-    assert nlp.evaluate(examples)  # the component's scorer runs on its predictions
+        nlp.update(examples, sgd=optimizer)
+    score, floor = BUILTIN_FLOORS[name]
+    assert nlp.evaluate(examples)[score] >= floor
+    # The same pipeline with the listener's features zeroed at prediction falls below it.
+    import spacy_albert.layers.listener as listener
+
+    stored = listener._stored_outputs
+    zeroed = lambda model, docs: [d.with_arrays(0 * d.hidden, 0 * d.cls) for d in stored(model, docs)]  # noqa: E731
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(listener, "_stored_outputs", zeroed)
+        assert nlp.evaluate(examples)[score] < floor

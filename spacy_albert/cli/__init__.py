@@ -1,4 +1,4 @@
-"""Command line: ``python -m spacy_albert <command>`` and ``spacy albert <command>``.
+"""Command line: ``spacy-albert <command>``, ``python -m spacy_albert <command>`` and ``spacy albert <command>``.
 
 Commands: ``train-vocab``, ``pretrain``, ``evaluate-pretraining``, ``convert``, ``export``,
 ``quantize``, ``configure``. Each lives in its own module and registers itself on `app`.
@@ -7,6 +7,8 @@ Commands: ``train-vocab``, ``pretrain``, ``evaluate-pretraining``, ``convert``, 
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 
 from ._app import NAME, app
 
@@ -17,5 +19,7 @@ __all__ = ["app", "NAME", "main"]
 
 
 def main() -> None:
-    """Entry point of ``python -m spacy_albert``."""
-    app(prog_name="python -m spacy_albert")
+    """Entry point of the ``spacy-albert`` console script and of ``python -m spacy_albert``
+    (run as ``spacy_albert/__main__.py``): each usage line shows the name it was run by."""
+    as_module = Path(sys.argv[0]).name == "__main__.py" if sys.argv else False
+    app(prog_name="python -m spacy_albert" if as_module else "spacy-albert")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -14,10 +15,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import typer
 
 from ._app import app
+from ._io import read_text_file
 
 FORMATS = ("conll", "iob", "squad", "tsv", "jsonl")
 _DOC_DELIMITER = "-DOCSTART- -X- O O"  # what spaCy's CoNLL NER converter splits documents at
 _TAG = re.compile(r"^(O|[BILUES]-\S+)$")
+_IOB_TAG = re.compile(r"^(O|[BI]-\S+)$")  # what spaCy's `word|tag` converter reads
 _LABEL_SEP = re.compile(r"[,|]")
 
 
@@ -59,7 +62,7 @@ def convert_cli(
         if n_sents < 0:
             raise ConvertError(f"--n-sents must be >= 0, not {n_sents}.")
         if fmt in ("conll", "iob"):
-            docs = ner_docs(read_text(input_path), n_sents, allow_pipe_format=fmt == "iob", source=input_path)
+            docs = ner_docs(read_text_file(input_path), n_sents, allow_pipe_format=fmt == "iob", source=input_path)
         elif fmt == "squad":
             docs = squad_docs(input_path, lang)
         else:
@@ -68,7 +71,7 @@ def convert_cli(
                 typer.echo(f"convert: skipped {skipped} row(s) with an empty text.", err=True)
             docs = cats_docs(rows, lang, multilabel)
         if not docs:
-            raise ConvertError(f"{input_path}: no examples found.")
+            raise ConvertError(f"{input_path}: no examples found; is it {fmt} data (--format)?")
         train_docs, dev_docs = split_docs(docs, dev_fraction, seed)
     except (ValueError, OSError, csv.Error) as err:
         typer.echo(f"convert: {err}", err=True)
@@ -88,11 +91,6 @@ def convert_cli(
 
 
 # ---- NER --------------------------------------------------------------------------------------
-def read_text(path: Path) -> str:
-    with path.open(encoding="utf-8-sig") as f:
-        return f.read()
-
-
 def _is_pipe_iob(lines: Sequence[str]) -> bool:
     """Whether the text is spaCy's `iob` format: one sentence per line of `word|tag` fields."""
     first = next((line for line in lines if line.strip() and not line.lstrip().startswith("-DOCSTART-")), "")
@@ -134,6 +132,24 @@ def normalise_conll(text: str, source: Any = "input") -> List[str]:
     return ["\n\n".join(sentences) for sentences in documents if sentences]
 
 
+def pipe_iob_sentences(lines: Sequence[str], source: Any = "input") -> List[str]:
+    """The sentences of spaCy's `iob` format (`word|tag` or `word|pos|tag` fields, IOB tags),
+    checked: a field of another shape or a tag that is not IOB raises a `ConvertError` naming it."""
+    sentences = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("-DOCSTART-"):
+            continue
+        fields = [field.split("|") for field in line.split()]
+        for parts in fields:
+            if len(parts) != len(fields[0]) or len(parts) not in (2, 3) or not _IOB_TAG.match(parts[-1]):
+                raise ConvertError(
+                    f"{source}, line {number}: {'|'.join(parts)!r} is not 'word|tag' (or 'word|pos|tag', as the "
+                    "line's first field) with an IOB tag (O, B-X, I-X); use -f conll for token<TAB>tag columns."
+                )
+        sentences.append(line)
+    return sentences
+
+
 def ner_docs(text: str, n_sents: int, *, allow_pipe_format: bool = False, source: Any = "input") -> list:
     """Docs with `doc.ents` from CoNLL columns (or, with `allow_pipe_format`, spaCy's `word|tag`
     lines) through spaCy's own converters; `n_sents` sentences per Doc, never across documents."""
@@ -141,7 +157,7 @@ def ner_docs(text: str, n_sents: int, *, allow_pipe_format: bool = False, source
 
     lines = text.splitlines()
     if allow_pipe_format and _is_pipe_iob(lines):
-        sentences = [line for line in lines if line.strip() and not line.lstrip().startswith("-DOCSTART-")]
+        sentences = pipe_iob_sentences(lines, source)
         return list(iob_to_docs("\n".join(sentences), n_sents=n_sents, no_print=True))
     docs = []
     for document in normalise_conll(text, source):
@@ -156,14 +172,9 @@ def squad_docs(path: Path, lang: str) -> list:
 
     from ..pipeline.squad import squad_to_docs
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            docs = squad_to_docs(path, spacy.blank(lang))
-    except json.JSONDecodeError as err:
-        raise ConvertError(f"{path} is not JSON: {err}") from None
-    except (KeyError, TypeError, AttributeError) as err:
-        raise ConvertError(f"{path} is not SQuAD JSON ({type(err).__name__}: {err}).") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        docs = squad_to_docs(path, spacy.blank(lang))  # SquadError names the file, question and field
     dropped = [w for w in caught if "left out" in str(w.message)]
     if dropped:
         typer.echo(f"convert: left out {len(dropped)} answer(s) not found in their context, e.g. {dropped[0].message}", err=True)
@@ -180,23 +191,39 @@ def _split_labels(value: str, multilabel: bool) -> List[str]:
     return [label.strip() for label in _LABEL_SEP.split(value) if label.strip()]
 
 
+def _tsv_table(path: Path) -> List[List[str]]:
+    """The cells of every line of a UTF-8 TSV file (no quoting: quotes are text)."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long texts
+    reader = csv.reader(io.StringIO(read_text_file(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    try:
+        return list(reader)
+    except csv.Error as err:
+        raise ConvertError(f"{path}, line {reader.line_num + 1}: {err}.") from None
+
+
 def read_tsv(path: Path, text_field: str, label_field: str, multilabel: bool) -> Tuple[List[Row], int]:
     """Rows of a TSV file with a header naming the text and label columns, or of headerless
-    `text<TAB>label` lines; returns them and the number of empty-text rows skipped."""
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long texts
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        table = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    text_col, label_col, start = 0, 1, 0
+    `text<TAB>label` lines; returns them and the number of empty-text rows skipped. A row with
+    more (non-empty) cells than the header, or than two without one, raises a `ConvertError`."""
+    table = _tsv_table(path)
+    text_col, label_col, start, width = 0, 1, 0, 2
     header = [cell.strip() for cell in table[0]] if table else []
     text_names = [text_field] + (["sentence"] if text_field == "text" else [])
     if label_field in header and any(name in header for name in text_names):
         text_col = header.index(next(name for name in text_names if name in header))
-        label_col, start = header.index(label_field), 1
+        label_col, start, width = header.index(label_field), 1, len(header)
     rows: List[Row] = []
     skipped = 0
     for number, cells in enumerate(table[start:], start + 1):
         if not any(cell.strip() for cell in cells):
             continue  # a blank line
+        if any(cell.strip() for cell in cells[width:]):
+            layout = f"the header has {width}" if start else (
+                f"lines are text<TAB>label (no header row names {text_field!r} and {label_field!r})"
+            )
+            raise ConvertError(
+                f"{path}, line {number}: {len(cells)} cells, but {layout}; a TAB in the text? Replace it with a space."
+            )
         text = cells[text_col].strip() if text_col < len(cells) else ""
         if not text:
             skipped += 1
@@ -214,22 +241,51 @@ def _exclusive(labels: List[str], multilabel: bool, path: Path, number: int) -> 
     return {label: 1.0 for label in labels}
 
 
+def _json_label(value: Any, key: str, where: str) -> str:
+    """One label of a JSONL record: a string or an integer (as text)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConvertError(f"{where}: {key!r} holds {json.dumps(value)[:40]}; labels must be strings or integers.")
+    return str(value).strip()
+
+
+def _json_cats(cats: Any, where: str) -> Dict[str, float]:
+    """{label: 0.0/1.0} of a record's "cats" object of label: score (>= 0.5 is positive)."""
+    if not isinstance(cats, dict):
+        raise ConvertError(f"{where}: 'cats' must be an object of label: score.")
+    for label, score in cats.items():
+        if not isinstance(score, (int, float)):
+            shown = json.dumps(score)[:40]
+            raise ConvertError(f"{where}: 'cats' score of {label!r} is {shown}; scores must be numbers (0 to 1).")
+    return {label: 1.0 if float(score) >= 0.5 else 0.0 for label, score in cats.items()}
+
+
 def _json_labels(record: Dict[str, Any], label_field: str, multilabel: bool, where: str) -> Dict[str, float]:
     """{label: 0.0/1.0} of a JSONL record from its `label_field`, "labels" or "cats"."""
     if "cats" in record and label_field not in record:
-        cats = record["cats"]
-        if not isinstance(cats, dict):
-            raise ConvertError(f"{where}: 'cats' must be an object of label: score.")
-        return {str(label): 1.0 if float(score) >= 0.5 else 0.0 for label, score in cats.items()}
+        return _json_cats(record["cats"], where)
     key = label_field if label_field in record else "labels" if "labels" in record else None
     value = record.get(key) if key is not None else None
     if value is None or value == "":
         raise ConvertError(f"{where}: no label (expected {label_field!r}, 'labels' or 'cats').")
     if isinstance(value, list):
-        return {str(label).strip(): 1.0 for label in value if str(label).strip()}
+        labels = [_json_label(label, key, where) for label in value]
+        return {label: 1.0 for label in labels if label}
     if isinstance(value, dict):
         raise ConvertError(f"{where}: {key!r} must be a label or a list of labels (use 'cats' for scores).")
-    return {label: 1.0 for label in _split_labels(str(value), multilabel)}
+    return {label: 1.0 for label in _split_labels(_json_label(value, key, where), multilabel)}
+
+
+def _json_text(record: Dict[str, Any], text_field: str, where: str) -> str:
+    """A JSONL record's text ("" for an empty or null one): its `text_field`, or "sentence"
+    where the field is the default "text"."""
+    key = text_field if text_field in record or text_field != "text" else "sentence"
+    if key not in record:
+        names = f"{text_field!r}" + (" or 'sentence'" if text_field == "text" else "")
+        raise ConvertError(f"{where}: no {names} field; name the text field with --text-field.")
+    text = record[key]
+    if text is not None and not isinstance(text, str):
+        raise ConvertError(f"{where}: {key!r} must be a string, not {json.dumps(text)[:40]}.")
+    return (text or "").strip()
 
 
 def read_jsonl(path: Path, text_field: str, label_field: str, multilabel: bool) -> Tuple[List[Row], int]:
@@ -237,29 +293,25 @@ def read_jsonl(path: Path, text_field: str, label_field: str, multilabel: bool) 
     or `{"text": ..., "cats": {...}}` records; returns them and the empty-text rows skipped."""
     rows: List[Row] = []
     skipped = 0
-    with path.open(encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConvertError(f"{where}: not JSON ({err.msg}).") from None
-            if not isinstance(record, dict):
-                raise ConvertError(f"{where}: expected a JSON object.")
-            key = text_field if text_field in record or text_field != "text" else "sentence"
-            text = record.get(key)
-            if not isinstance(text, str) or not text.strip():
-                skipped += 1
-                continue
-            cats = _json_labels(record, label_field, multilabel, where)
-            positive = [label for label, value in cats.items() if value]
-            if not multilabel and len(positive) != 1:
-                raise ConvertError(
-                    f"{where}: {len(positive)} labels {positive}, but the classes are exclusive (use --multilabel)."
-                )
-            rows.append((text.strip(), cats))
+    for number, line in enumerate(io.StringIO(read_text_file(path), newline=None), 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConvertError(f"{where}: not JSON ({err.msg}).") from None
+        if not isinstance(record, dict):
+            raise ConvertError(f"{where}: expected a JSON object.")
+        text = _json_text(record, text_field, where)
+        if not text:
+            skipped += 1
+            continue
+        cats = _json_labels(record, label_field, multilabel, where)
+        positive = [label for label, value in cats.items() if value]
+        if not multilabel and len(positive) != 1:
+            raise ConvertError(f"{where}: {len(positive)} labels {positive}, but the classes are exclusive (use --multilabel).")
+        rows.append((text, cats))
     return rows, skipped
 
 

@@ -9,7 +9,8 @@ from typing import Any, List, Optional, Tuple
 
 import typer
 
-from ._app import app
+from ._app import app, fail, load_pipeline
+from ._io import check_output_dir
 
 
 def exportable_components(nlp: Any) -> List[Tuple[str, Any]]:
@@ -31,35 +32,26 @@ def export_cli(
     """Write a component's encoder and head (albert_ner, albert_textcat, albert_fill_mask,
     albert_multiple_choice, albert_qa) as a checkpoint that transformers' `Albert*` classes
     and spacy-albert load, with its tokenizer and labels."""
-    import spacy
-
     from ..errors import AlbertError
 
-    try:
-        nlp = spacy.load(pipeline)
-    except (OSError, ValueError) as err:
-        reason = "no such directory or package" if not Path(pipeline).exists() else str(err).splitlines()[0]
-        typer.echo(f"export: cannot load the pipeline {pipeline!r}: {reason}", err=True)
-        raise typer.Exit(1)
+    nlp = load_pipeline("export", pipeline)
     candidates = exportable_components(nlp)
     names = [name for name, _ in candidates]
     if component is None:
         if len(candidates) != 1:
             found = f"several: {', '.join(names)}" if names else "none"
-            typer.echo(f"export: pick a component with --component; exportable components in {pipeline}: {found}.", err=True)
-            raise typer.Exit(1)
+            fail("export", f"pick a component with --component; exportable components in {pipeline}: {found}.")
         component = names[0]
     if component not in names:
         what = "is not exportable" if component in nlp.component_names else "is not in the pipeline"
-        typer.echo(f"export: {component!r} {what}; exportable components: {', '.join(names) or 'none'}.", err=True)
-        raise typer.Exit(1)
+        fail("export", f"{component!r} {what}; exportable components: {', '.join(names) or 'none'}.")
     pipe = dict(candidates)[component]
     kwargs = {"nlp": nlp} if "nlp" in inspect.signature(pipe.export).parameters else {}
     try:
+        check_output_dir(output_dir, "OUTPUT_DIR")
         directory = Path(pipe.export(output_dir, **kwargs))
     except (AlbertError, ValueError, OSError, KeyError) as err:
-        typer.echo(f"export: {component!r} could not be exported: {err}", err=True)
-        raise typer.Exit(1)
+        fail("export", f"{component!r} could not be exported: {err}")
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     head = (config.get("architectures") or ["?"])[0]
     labels = config.get("id2label") if head.endswith(("TokenClassification", "SequenceClassification")) else None

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ._app import app
+from ._app import app, fail, load_pipeline
+from ._io import check_output_dir
 
 
 @app.command("quantize")
@@ -22,17 +23,15 @@ def quantize_cli(
     (weights int8 per output channel, activations quantized on the fly) and save the pipeline
     with `quantize = "int8"` in its config. The result runs on CPU, loads with `spacy.load`,
     and cannot be trained further: fine-tune the float pipeline and quantize again."""
-    import spacy
-
     from ..errors import AlbertError
     from ..layers.quantize import quantize_pipeline
 
-    nlp = spacy.load(pipeline_dir)
+    nlp = load_pipeline("quantize", pipeline_dir)
     try:
+        check_output_dir(output_dir, "OUTPUT_DIR")
         names = quantize_pipeline(nlp, components or None)
-    except AlbertError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    nlp.to_disk(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        nlp.to_disk(output_dir)
+    except (AlbertError, OSError) as err:
+        fail("quantize", err)
     typer.echo(f"Quantized {', '.join(names)} to int8; wrote {output_dir}")

@@ -7,7 +7,8 @@ from typing import List
 
 import typer
 
-from ._app import app
+from ._app import app, fail
+from ._io import check_output_dir, check_text_inputs
 
 
 @app.command("train-vocab")
@@ -25,11 +26,14 @@ def train_vocab_cli(
 ) -> None:
     """Train `spiece.model` with `<pad>`=0, `<unk>`=1, `[CLS]`, `[SEP]`, `[MASK]` and save the
     ALBERT tokenizer files next to it (loadable by AlbertTokenizer(Fast) here and in transformers)."""
+    from ..errors import AlbertError
     from ..pretraining.corpus import read_lines
     from ..tokenization import AlbertTokenizerFast
     from ..tokenization.training import train_sentencepiece
 
     try:
+        check_output_dir(output_dir, "--output")
+        check_text_inputs(inputs)
         model_path = train_sentencepiece(
             read_lines(inputs),
             output_dir,
@@ -42,9 +46,8 @@ def train_vocab_cli(
             seed=seed,
             num_threads=threads,
         )
-    except (ValueError, FileNotFoundError) as err:
-        typer.echo(f"train-vocab: {err}", err=True)
-        raise typer.Exit(1)
-    tokenizer = AlbertTokenizerFast(vocab_file=str(model_path), do_lower_case=not cased, keep_accents=keep_accents)
-    tokenizer.save_pretrained(output_dir)
+        tokenizer = AlbertTokenizerFast(vocab_file=str(model_path), do_lower_case=not cased, keep_accents=keep_accents)
+        tokenizer.save_pretrained(output_dir)
+    except (ValueError, OSError, AlbertError) as err:
+        fail("train-vocab", err)
     typer.echo(f"Wrote {model_path} ({tokenizer.vocab_size} pieces) and tokenizer files to {output_dir}")

@@ -152,7 +152,7 @@ def _listener_forward(model: AlbertListener, docs: List[Doc], is_train: bool) ->
         d_outputs = backprop_pool(d_tokvecs)
         if grad_factor != 1.0:
             d_outputs = scale_gradients(d_outputs, grad_factor)
-        if backprop_upstream is not None and grad_factor:
+        if backprop_upstream is not None:  # also with grad_factor 0: the last listener runs the encoder's backward
             backprop_upstream(d_outputs)
         return []
 

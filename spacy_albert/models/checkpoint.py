@@ -8,16 +8,19 @@ reported, and shape mismatches raise an error that names the tensor.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 
 from ..errors import CheckpointError, ShapeMismatchError
+from ..util_io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from .configuration import AlbertConfig
@@ -55,11 +58,26 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"Cannot read weights from {str(path)!r}: corrupted or not safetensors ({err}).") from err
 
 
+def _unreadable(path: Path, err: Exception) -> CheckpointError:
+    return CheckpointError(f"Cannot read weights from {str(path)!r}: corrupted or not a torch file ({err}).")
+
+
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    """A `pytorch_model.bin` state dict, unpickled with ``weights_only=True``: tensors and plain
+    containers only, so a pickle carrying code is refused, never run."""
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():  # torch's refusal (also for bytes that are no pickle)
+            raise CheckpointError(
+                f"Refusing to load {str(path)!r}: it is corrupted, or holds pickled objects other than "
+                "tensors, which could run code and are never loaded. Only plain tensor state dicts are read "
+                "from .bin files; use the checkpoint's model.safetensors instead (or re-save it from a "
+                "source you trust)."
+            ) from err
+        raise _unreadable(path, err) from err
     except Exception as err:  # torch raises many types for a bad pickle or zip
-        raise CheckpointError(f"Cannot read weights from {str(path)!r}: corrupted or not a torch file ({err}).") from err
+        raise _unreadable(path, err) from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{str(path)!r} does not hold a state dict of tensors.")
     return state
@@ -84,6 +102,29 @@ def find_weights(directory: Path) -> Path:
     )
 
 
+def shard_file_name(name: Any, index: Path, suffix: str) -> str:
+    """Check a shard name read from `index`: a plain `suffix` file name in the index's own
+    directory (no folders, `..`, absolute or drive paths), so an index cannot point elsewhere."""
+    plain = (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and ":" not in name
+        and PurePosixPath(name).name == name
+        and PureWindowsPath(name).name == name
+        and name.endswith(suffix)
+    )
+    if not plain:
+        raise CheckpointError(
+            f"Invalid shard index {str(index)!r}: weight_map names {name!r}, which is not a plain "
+            f"'*{suffix}' file name in the checkpoint directory. Shard files must sit next to the index; "
+            "this index was edited or comes from an untrusted source."
+        )
+    return name
+
+
 def read_checkpoint_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The whole state dict of a checkpoint directory, following a shard index if there is one."""
     path = find_weights(Path(directory))
@@ -93,8 +134,12 @@ def read_checkpoint_weights(directory: str | os.PathLike) -> dict[str, torch.Ten
         weight_map = json.loads(path.read_text(encoding="utf8"))["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"Invalid shard index {str(path)!r}: {err}") from err
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"Invalid shard index {str(path)!r}: weight_map must map tensor names to file names.")
+    suffix = ".safetensors" if path.name == SAFE_INDEX else ".bin"
+    shards = {shard_file_name(shard, path, suffix) for shard in weight_map.values()}
     state: dict[str, torch.Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
+    for shard in sorted(shards):
         state.update(read_weight_file(path.parent / shard))
     missing = set(weight_map) - set(state)
     if missing:
@@ -106,13 +151,15 @@ def write_weights(state: dict[str, torch.Tensor], directory: Path, safe_serializ
     """Write a state dict as `model.safetensors` (or `pytorch_model.bin`)."""
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     if safe_serialization:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         path = directory / SAFE_WEIGHTS
-        save_file(state, str(path), metadata={"format": "pt"})
+        atomic_write_bytes(path, save(state, metadata={"format": "pt"}))
     else:
         path = directory / BIN_WEIGHTS
-        torch.save(state, str(path))
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -276,7 +323,7 @@ class PreTrainedMixin:
         config = self.config_class.from_dict(self.config.to_dict())
         config.architectures = [type(self).__name__]
         config.torch_dtype = str(self.dtype).replace("torch.", "")
-        config.save_pretrained(directory)
+        atomic_write_text(directory / "config.json", config.to_json_string())
         state = self.state_dict()
         tied = set(self._tied_weights_keys)
         kept = {t.data_ptr() for k, t in state.items() if k not in tied}

@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -33,8 +33,18 @@ from .corpus import read_documents
 from .instances import Instance, build_instances, piece_starts_word, special_ids
 from .masking import IGNORE_INDEX, MaskingSettings, mask_ngrams
 from .optim import build_optimizer, linear_schedule
+from .state import (
+    STATE_JSON,
+    TrainerStateError,
+    has_trainer_state,
+    load_trainer_state,
+    rng_state,
+    save_trainer_state,
+    set_rng_state,
+)
+from ..util_io import atomic_write_text, fsync_path
 
-STATE_FILE = "trainer_state.pt"
+STATE_FILE = STATE_JSON  # with trainer_state.safetensors; see .state
 LOG_FILE = "pretraining_log.jsonl"
 CHECKPOINTS = "checkpoints"
 EVAL_EPOCH = 2**31 - 1  # the masking "epoch" of held-out evaluation: fixed masks
@@ -342,24 +352,19 @@ def split_dev(instances: List[Instance], fraction: float, cap: int, seed: int) -
 
 
 def latest_checkpoint(output: str | os.PathLike) -> Optional[Path]:
+    """The newest `checkpoints/step-N` holding a trainer state (an old-format one included, so
+    that resuming it gives a clear error instead of silently starting elsewhere)."""
     found = sorted((Path(output) / CHECKPOINTS).glob("step-*"))
-    found = [p for p in found if (p / STATE_FILE).is_file()]
+    found = [p for p in found if p.is_dir() and has_trainer_state(p)]
     return found[-1] if found else None
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _fsync_tree(directory: Path) -> None:
+    """fsync every file in `directory` (one level) and the folder itself."""
+    for path in directory.iterdir():
+        if path.is_file():
+            fsync_path(path)
+    fsync_path(directory)
 
 
 class Pretrainer:
@@ -484,15 +489,34 @@ class Pretrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "settings": asdict(self.settings),
         }
-        torch.save(state, directory / STATE_FILE)
+        save_trainer_state(directory, state)  # safetensors + JSON, no pickle; JSON written last
 
     def save_checkpoint(self) -> Path:
+        """Save `checkpoints/step-N`: written into a hidden temporary folder, synced, then renamed
+        into place, so a crash never leaves a half checkpoint under a `step-*` name."""
         root = self.output / CHECKPOINTS
+        root.mkdir(parents=True, exist_ok=True)
         directory = root / f"step-{self.step:08d}"
-        self.save(directory)
+        for leftover in root.glob(".step-*"):  # from a save that crashed
+            shutil.rmtree(leftover, ignore_errors=True)
+        partial = root / f".{directory.name}.partial-{uuid.uuid4().hex[:8]}"
+        replaced: Optional[Path] = None
+        try:
+            self.save(partial)
+            _fsync_tree(partial)
+            if directory.exists():
+                replaced = root / f".{directory.name}.replaced-{uuid.uuid4().hex[:8]}"
+                os.replace(directory, replaced)
+            os.replace(partial, directory)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        fsync_path(root)
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
         old = sorted(p for p in root.glob("step-*") if p != directory)
         for stale in old[: max(0, len(old) - self.settings.keep_checkpoints + 1)]:
             shutil.rmtree(stale, ignore_errors=True)
@@ -502,16 +526,21 @@ class Pretrainer:
         directory = latest_checkpoint(self.output) if resume == "auto" else Path(resume)
         if directory is None:
             return  # "auto" with nothing saved yet: start from scratch
-        if not (directory / STATE_FILE).is_file():
-            raise FileNotFoundError(f"No {STATE_FILE} in {str(directory)!r}: not a pretraining checkpoint.")
+        state = load_trainer_state(directory)  # data only (JSON + safetensors); checks come first
         weights = AlbertForPreTraining.from_pretrained(directory)
         self.model.load_state_dict(weights.state_dict())
-        state = torch.load(directory / STATE_FILE, map_location=self.device, weights_only=False)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        self.step = int(state["step"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            self.step = int(state["step"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise TrainerStateError(
+                f"The trainer state in {str(directory)!r} does not fit this run ({type(err).__name__}: {err}): "
+                "resume with the settings (optimizer, model sizes, precision) it was saved with, or start "
+                f"a new run from its weights with --init {str(directory)!r}."
+            ) from err
 
     # -- the loop -----------------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -575,7 +604,7 @@ class Pretrainer:
                 self.save_checkpoint()  # what --resume auto continues from
             self.model.save_pretrained(self.output)
             self.tokenizer.save_pretrained(self.output)
-            (self.output / "pretraining_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(self.output / "pretraining_metrics.json", json.dumps(summary, indent=2) + "\n")
         if self.world > 1:
             dist.barrier()
         return summary

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 
 from ..errors import CheckpointError
 from ..hub import resolve_model_dir
+from ..util_io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -708,7 +709,7 @@ class AlbertTokenizerBase:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -743,4 +744,25 @@ def _read_saved_settings(directory: Path) -> dict[str, Any]:
         kwargs.update({name: special_map[name] for name in SPECIAL_TOKEN_ATTRIBUTES if name in special_map})
     if kwargs.get("sp_model_kwargs") is None:
         kwargs.pop("sp_model_kwargs", None)
+    else:
+        kwargs["sp_model_kwargs"] = _checked_sp_model_kwargs(kwargs["sp_model_kwargs"], directory / CONFIG_FILE)
     return kwargs
+
+
+# SentencePieceProcessor options a saved tokenizer_config.json may set: sampling settings only,
+# never `model_file`/`model_proto` (a file name or model taken from the loaded file).
+_SAVED_SP_MODEL_KWARGS = frozenset({"enable_sampling", "nbest_size", "alpha"})
+
+
+def _checked_sp_model_kwargs(value: Any, source: Path) -> dict[str, Any]:
+    """The `sp_model_kwargs` of a loaded tokenizer config, limited to sampling settings."""
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{str(source)!r}: sp_model_kwargs must be a JSON object, got {type(value).__name__}.")
+    unknown = sorted(set(value) - _SAVED_SP_MODEL_KWARGS)
+    if unknown:
+        raise CheckpointError(
+            f"{str(source)!r}: sp_model_kwargs sets {unknown}, which a saved tokenizer may not set (only "
+            f"{sorted(_SAVED_SP_MODEL_KWARGS)}). Remove them from the file; a file or model named there "
+            "is never loaded."
+        )
+    return dict(value)

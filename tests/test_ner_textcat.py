@@ -173,6 +173,22 @@ def test_ner_decoding_is_always_valid():
                 assert open_label is None, best
 
 
+@pytest.mark.parametrize("scheme", ["BILUO", "BIO"])
+def test_transition_masks_allow_exactly_the_valid_sequences(scheme):
+    """Sound and complete: a tag sequence passes the masks if and only if the tag grammar
+    (an independent parser) accepts it, for every sequence of up to 4 tags over 2 labels."""
+    import itertools
+
+    from test_training_guards import parse
+
+    tags = tag_names(["A", "B"], scheme)
+    allowed, start, end = transition_masks(tags, scheme)
+    for n in range(1, 5):
+        for seq in itertools.product(range(len(tags)), repeat=n):
+            by_masks = bool(start[seq[0]] and end[seq[-1]] and all(allowed[p, q] for p, q in zip(seq, seq[1:])))
+            assert by_masks == (parse([tags[k] for k in seq], scheme) is not None), [tags[k] for k in seq]
+
+
 def test_ner_rejects_unknown_labels_and_handles_empty_docs(albert_checkpoint):
     nlp = spacy.blank("en")
     nlp.add_pipe("albert_ner", config={"model": ner_model(albert_checkpoint)})

@@ -4,6 +4,7 @@ downstream components (the counterpart of spacy-transformers' `transformer`)."""
 
 from __future__ import annotations
 
+import warnings
 from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional
 
@@ -14,9 +15,12 @@ from spacy.training import Example, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
+from ..errors import AlbertError, ShapeMismatchError
 from ..layers.data import AlbertDocData
 from ..layers.listener import DOC_EXTENSION, AlbertListener, tok2vec_chain
 from ..layers.transformer import load_checkpoint
+from .guards import check_arrays, check_gradients, next_step
+from .serialization import PipeSerialization, claim_encoders
 from .sorted_pipe import LengthSortedPipe
 
 if not Doc.has_extension(DOC_EXTENSION):
@@ -39,7 +43,7 @@ def make_albert(nlp: Language, name: str, model: Model, store_outputs: bool) -> 
     return AlbertComponent(nlp.vocab, model, name=name, store_outputs=store_outputs)
 
 
-class AlbertComponent(LengthSortedPipe, Tok2Vec):
+class AlbertComponent(PipeSerialization, LengthSortedPipe, Tok2Vec):
     """A shared ALBERT encoder that listeners downstream can use and fine-tune.
 
     Weights, vocabulary and shapes come from a Hugging Face checkpoint given at
@@ -49,6 +53,7 @@ class AlbertComponent(LengthSortedPipe, Tok2Vec):
     def __init__(self, vocab: Vocab, model: Model, name: str = "albert", *, store_outputs: bool = True) -> None:
         super().__init__(vocab, model, name)
         self.store_outputs = store_outputs
+        claim_encoders(self.model, name)
         self.model.attrs["replace_listener"] = self._replace_listener
         self.model.attrs["replace_listener_cfg"] = _replace_listener_cfg
 
@@ -58,6 +63,7 @@ class AlbertComponent(LengthSortedPipe, Tok2Vec):
             for node in component.model.walk():
                 if isinstance(node, AlbertListener) and node.upstream_name in names:
                     self.add_listener(node, component.name)
+                    node.upstream_stores_outputs = self.store_outputs
 
     @staticmethod
     def _replace_listener(model: Model, listener: AlbertListener, albert: "AlbertComponent") -> Model:
@@ -89,10 +95,18 @@ class AlbertComponent(LengthSortedPipe, Tok2Vec):
         losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
         """Run the encoder and hand its output to every listener; the last listener's
-        backward pass triggers the encoder's, with the gradients of all listeners summed."""
+        backward pass triggers the encoder's, with the gradients of all listeners summed.
+
+        That backward pass refuses non-finite numbers (see `guards`): a NaN or infinity in the
+        listeners' summed gradient (checked before the encoder's backward pass) or in the
+        encoder's weight gradients (checked after it, before any optimizer step, whether or
+        not `sgd` is given) raises `NonFiniteError` naming this component and its update
+        step, from inside the listening component's update, with the encoder's gradients
+        cleared and its weights unchanged."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
+        step = next_step(self)
         docs = [eg.predicted for eg in examples]
         set_dropout_rate(self.model, drop)
         outputs, backprop_encoder = self.model.begin_update(docs)
@@ -107,7 +121,10 @@ class AlbertComponent(LengthSortedPipe, Tok2Vec):
 
         def backprop(one_d_outputs: List[AlbertDocData]) -> List[Doc]:
             accumulate(one_d_outputs)
+            arrays = [a for d in d_outputs for a in (d.hidden, d.cls)]
+            check_arrays(self.name, step, "gradient from its listeners", arrays, self.model)
             backprop_encoder(d_outputs)
+            check_gradients(self.name, step, self.model)
             if sgd is not None:
                 self.finish_update(sgd)
             return []
@@ -133,6 +150,33 @@ class AlbertComponent(LengthSortedPipe, Tok2Vec):
             load_checkpoint(self.model, checkpoint)
         docs = [eg.reference for eg in islice(get_examples(), 10)]
         self.model.initialize(X=docs)
+        self._check_listeners()
+
+    def _check_listeners(self) -> None:
+        """Listeners must fit the encoder: their width, and the layers they mix."""
+        width = self.model.get_dim("nO")
+        kept = self.model.attrs["settings"]["output_layers"]
+        for component, listeners in self.listener_map.items():
+            for listener in listeners:
+                if listener.has_dim("nO") and listener.get_dim("nO") != width:
+                    raise ShapeMismatchError(
+                        f"The ALBERT listener in {component!r} has width {listener.get_dim('nO')}, but the {self.name!r} "
+                        f"encoder gives vectors of width {width} (its hidden_size): set width = {width} on the "
+                        f"listener (e.g. [components.{component}.model.tok2vec] width = {width})."
+                    )
+                mixed = int(listener.layers[0].attrs.get("layers", 1))
+                if mixed > kept:
+                    raise AlbertError(
+                        f"The ALBERT listener in {component!r} mixes layers = {mixed} layers, but the {self.name!r} "
+                        f"encoder keeps output_layers = {kept}: set [components.{self.name}.model] output_layers = "
+                        f"{mixed} (or more)."
+                    )
+                if not self.store_outputs:
+                    warnings.warn(
+                        f"{self.name!r} has store_outputs = false, so its listener in {component!r} will find no "
+                        f"output at prediction: set [components.{self.name}] store_outputs = true.",
+                        stacklevel=2,
+                    )
 
 
 def _replace_listener_cfg(albert_model_cfg: dict, listener_cfg: dict) -> dict:

@@ -39,6 +39,8 @@ from thinc.api import Config, Model, Optimizer
 
 from ..errors import AlbertError
 from ..layers.task_model import export_task_model, _autocast, get_module, get_tokenizer, load_task_checkpoint
+from .guards import check_gradients, check_loss, next_step
+from .serialization import PipeSerialization, claim_encoders
 
 DOC_EXTENSION = "mask_fills"
 if not Doc.has_extension(DOC_EXTENSION):
@@ -100,13 +102,15 @@ def make_albert_fill_mask(
     )  # fmt: skip
 
 
-class AlbertFillMask(TrainablePipe):
+class AlbertFillMask(PipeSerialization, TrainablePipe):
     """Fill [MASK] pieces with ALBERT's masked-LM head; train it on raw text.
 
     The model is `spacy-albert.AlbertTaskModel.v1` with task "masked-lm"; its weights and
     vocabulary come from a Hugging Face checkpoint: the architecture's `checkpoint` setting, or
     `initialize(checkpoint=...)` (in a config: `[initialize.components.<name>] checkpoint`).
     """
+
+    config_cfg_keys = ("top_k", "targets", "mlm_probability", "eval_seed", "max_batch_pieces")  # settings from the config, also at load
 
     def __init__(
         self,
@@ -141,6 +145,7 @@ class AlbertFillMask(TrainablePipe):
             "max_batch_pieces": max_batch_pieces,
         }
         self._target_cache: Dict[Any, Optional[List[int]]] = {}
+        claim_encoders(self.model, name)
 
     # ---- settings --------------------------------------------------------------------------
 
@@ -385,12 +390,16 @@ class AlbertFillMask(TrainablePipe):
         """One masked-LM step on the examples' texts: mask with the reference recipe, take the
         mean cross-entropy over the masked pieces, backpropagate (in chunks of at most
         `max_batch_pieces` pieces, with the gradient of the whole batch's mean) and let `sgd`
-        update the weights. Dropout comes from the checkpoint's config, not `drop`."""
+        update the weights. Dropout comes from the checkpoint's config, not `drop`. A
+        non-finite loss (checked per chunk, before its backward pass) or gradient (checked
+        before the optimizer step) raises `NonFiniteError` naming the component and its
+        update step, with the gradients cleared and the weights unchanged (see `guards`)."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, "AlbertFillMask.update")
+        step = next_step(self)
         windows = [w for eg in examples for w in self._windows(eg.predicted.text)]
         batches = []
         for chunk in self._chunks([(w,) for w in windows]):
@@ -409,8 +418,10 @@ class AlbertFillMask(TrainablePipe):
             logits = self._logits_at(masked, attention_mask, rows, cols, is_train=True)
             targets = labels[rows, cols].to(logits.device)
             loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+            check_loss(self.name, step, loss, self.model)
             (loss / total).backward()
             loss_sum += float(loss.detach())
+        check_gradients(self.name, step, self.model)
         if sgd is not None:
             self.finish_update(sgd)
         losses[self.name] += loss_sum / total

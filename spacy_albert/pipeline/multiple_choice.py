@@ -53,6 +53,8 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer
 
 from ..layers.task_model import export_task_model, get_module, get_tokenizer, load_task_checkpoint, run_task_model
+from .guards import check_gradients, check_loss, next_step
+from .serialization import PipeSerialization, claim_encoders
 
 CHOICES = "choices"
 CORRECT_CHOICE = "correct_choice"
@@ -156,7 +158,7 @@ def make_copy_extensions(names: List[str] = [CHOICES]) -> Callable[[Language, Ex
     return copy_extensions
 
 
-class AlbertMultipleChoice(TrainablePipe):
+class AlbertMultipleChoice(PipeSerialization, TrainablePipe):
     """Scores each of a doc's `doc._.choices` as the answer to its text with the reference's
     `AlbertForMultipleChoice`, trained with its cross-entropy over the choices.
 
@@ -197,6 +199,7 @@ class AlbertMultipleChoice(TrainablePipe):
         self.scorer = scorer
         self.cfg: Dict[str, Any] = {}
         self._warned_no_gold = False
+        claim_encoders(self.model, name)
 
     # ---------------------------------------------------------------- prediction
 
@@ -247,12 +250,16 @@ class AlbertMultipleChoice(TrainablePipe):
         losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
         """One step on the reference's cross-entropy over each example's choices. Examples
-        without choices or without a gold `correct_choice` are skipped."""
+        without choices or without a gold `correct_choice` are skipped. A non-finite loss
+        (checked before the backward pass) or gradient (checked before the optimizer step)
+        raises `NonFiniteError` naming the component and its update step, with the gradients
+        cleared and the weights unchanged (see `guards`)."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, "AlbertMultipleChoice.update")
+        step = next_step(self)
         items, answers = [], []
         for eg in examples:
             choices, answer = _choices_of(eg), _gold_answer(eg)
@@ -271,7 +278,9 @@ class AlbertMultipleChoice(TrainablePipe):
         rows = self._encode([(prompt, choice) for prompt, choices in items for choice in choices])
         logits = run_task_model(self.model, self._collate(rows), is_train=True).logits.float().reshape(-1)
         loss = _cross_entropy(logits, [len(choices) for _, choices in items], answers)
+        check_loss(self.name, step, loss, self.model)
         loss.backward()
+        check_gradients(self.name, step, self.model)
         if sgd not in (None, False):
             self.finish_update(sgd)
         losses[self.name] += float(loss.detach())

@@ -3,7 +3,10 @@
 Each spaCy token is classified from its first piece (as `AlbertForTokenClassification` is
 trained), into BILUO (default) or BIO tags; decoding is a constrained Viterbi search, so the
 entities written to `doc.ents` (and optionally `doc.spans[spans_key]`) are always valid and
-never overlap. A checkpoint with a fine-tuned token-classification head (`id2label`) gives a
+never overlap. As with spaCy's `ner`, no entity starts on a whitespace token (spaces, line
+breaks); nor does one end on it or consist of whitespace only: a whitespace token is O, or
+inside an entity that goes on past it ("New  York"). Gold entities are trimmed to fit. A
+checkpoint with a fine-tuned token-classification head (`id2label`) gives a
 working component without training, and `export()` writes encoder + head back in that format.
 """
 
@@ -27,6 +30,7 @@ from thinc.types import Floats2d
 from ..errors import AlbertError
 from ..models.modeling_albert import AlbertForTokenClassification
 from .encoder_heads import HeadUpdateMixin, export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
+from .serialization import PipeSerialization, claim_encoders
 from .sorted_pipe import LengthSortedPipe
 
 SCHEMES = ("BILUO", "BIO")
@@ -69,6 +73,11 @@ def _cached_masks(tags: tuple[str, ...], scheme: str) -> tuple[np.ndarray, np.nd
     return transition_masks(list(tags), scheme)
 
 
+@lru_cache(maxsize=16)
+def _cached_space_masks(tags: tuple[str, ...], scheme: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return whitespace_masks(list(tags), scheme)
+
+
 def transition_masks(tags: List[str], scheme: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(allowed[prev, next], allowed at start, allowed at the end) for valid tag sequences."""
     kind = [t.split("-", 1)[0] for t in tags]
@@ -89,16 +98,63 @@ def transition_masks(tags: List[str], scheme: str) -> tuple[np.ndarray, np.ndarr
     return allowed, start, end
 
 
-def viterbi(log_probs: np.ndarray, allowed: np.ndarray, start: np.ndarray, end: np.ndarray) -> List[int]:
-    """The best tag sequence under the transition constraints."""
+def whitespace_masks(tags: List[str], scheme: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a whitespace token may be: (the tags allowed on it, allowed[its tag, next tag],
+    the tags a doc may end with on it).
+
+    No entity starts, ends or lies wholly on whitespace: a whitespace token is O, or I inside
+    an entity that goes on past it. spaCy's `ner` forbids B and U on whitespace (its I may
+    cover inner whitespace, as in "New  York"); L on whitespace is forbidden here too, and in
+    BIO an I on whitespace must be followed by another I of its entity."""
+    allowed, _, _ = transition_masks(tags, scheme)
+    kind = [t.split("-", 1)[0] for t in tags]
+    label = [t.split("-", 1)[1] if "-" in t else None for t in tags]
+    is_out = np.array([k == "O" for k in kind])
+    is_in = np.array([k == "I" for k in kind])
+    after = allowed.copy()
+    if scheme == "BIO":  # (BILUO's I has to go on anyway)
+        for p in np.flatnonzero(is_in):
+            after[p] = is_in & np.array([lab == label[p] for lab in label])
+    return is_out | is_in, after, is_out
+
+
+def _check_space(space: Optional[np.ndarray], space_masks: Optional[tuple], n_tokens: int) -> Optional[np.ndarray]:
+    if space is None:
+        return None
+    space = np.asarray(space, dtype=bool)
+    if space.shape != (n_tokens,):
+        raise ValueError(f"space has shape {space.shape}, expected ({n_tokens},): one flag per token.")
+    if space_masks is None:
+        raise ValueError("Give space_masks = whitespace_masks(tags, scheme) with space.")
+    return space if space.any() else None
+
+
+def viterbi(
+    log_probs: np.ndarray,
+    allowed: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    space: Optional[np.ndarray] = None,
+    space_masks: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+) -> List[int]:
+    """The best tag sequence under the transition constraints; with `space` (a flag per
+    token: whitespace or not) and `space_masks` (`whitespace_masks`), also under the
+    whitespace constraints (so the best sequence without entities on whitespace)."""
     n_tokens = log_probs.shape[0]
     if n_tokens == 0:
         return []
+    space = _check_space(space, space_masks, n_tokens)
     penalty = np.where(allowed, 0.0, -np.inf)
+    if space is not None:
+        space_tags, space_allowed, space_end = space_masks  # type: ignore[misc]
+        log_probs = np.where(space[:, None] & ~space_tags[None], -np.inf, log_probs)
+        space_penalty = np.where(space_allowed, 0.0, -np.inf)
+        if space[-1]:
+            end = end & space_end
     score = np.where(start, log_probs[0], -np.inf)
     back = np.zeros((n_tokens, log_probs.shape[1]), dtype="int64")
     for t in range(1, n_tokens):
-        candidates = score[:, None] + penalty
+        candidates = score[:, None] + (space_penalty if space is not None and space[t - 1] else penalty)
         back[t] = candidates.argmax(axis=0)
         score = candidates.max(axis=0) + log_probs[t]
     best = [int(np.argmax(np.where(end, score, -np.inf)))]
@@ -107,15 +163,46 @@ def viterbi(log_probs: np.ndarray, allowed: np.ndarray, start: np.ndarray, end: 
     return best[::-1]
 
 
+def _is_valid(
+    best: np.ndarray,
+    allowed: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    space: Optional[np.ndarray],
+    space_masks: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> bool:
+    """Whether a (non-empty) tag sequence meets the constraints `viterbi` searches under."""
+    if space is None:
+        return bool(start[best[0]] and end[best[-1]] and allowed[best[:-1], best[1:]].all())
+    space_tags, space_allowed, space_end = space_masks  # type: ignore[misc]
+    transitions = np.where(space[:-1], space_allowed[best[:-1], best[1:]], allowed[best[:-1], best[1:]])
+    return bool(
+        start[best[0]]
+        and end[best[-1]]
+        and (not space[-1] or space_end[best[-1]])
+        and space_tags[best[space]].all()
+        and transitions.all()
+    )
+
+
 def decode_batch(
-    log_probs: List[np.ndarray], allowed: np.ndarray, start: np.ndarray, end: np.ndarray
+    log_probs: List[np.ndarray],
+    allowed: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    spaces: Optional[List[Optional[np.ndarray]]] = None,
+    space_masks: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
 ) -> List[np.ndarray]:
-    """`viterbi` for many docs at once: the best valid tag ids of each doc.
+    """`viterbi` for many docs at once: the best valid tag ids of each doc (with `spaces`,
+    each doc's whitespace flags, and `space_masks`, also without entities on whitespace).
 
     A doc whose per-token argmax is a valid sequence with a clear winner at every token
     (so the unique best path) takes it directly; the others run one Viterbi recursion
     together, over tokens, vectorised across docs."""
     results: List[Optional[np.ndarray]] = [None] * len(log_probs)
+    checked = [
+        _check_space(spaces[i] if spaces is not None else None, space_masks, len(lp)) for i, lp in enumerate(log_probs)
+    ]
     pending = []
     for i, lp in enumerate(log_probs):
         if len(lp) == 0:
@@ -127,7 +214,7 @@ def decode_batch(
             clear = bool((top2[:, 1] - top2[:, 0] > 1e-5).all())
         else:
             clear = True
-        if clear and start[best[0]] and end[best[-1]] and allowed[best[:-1], best[1:]].all():
+        if clear and _is_valid(best, allowed, start, end, checked[i], space_masks):
             results[i] = best
         else:
             pending.append(i)
@@ -135,17 +222,30 @@ def decode_batch(
         lengths = np.array([len(log_probs[i]) for i in pending])
         n_tags = allowed.shape[0]
         scores_in = np.zeros((len(pending), int(lengths.max()), n_tags))
+        space_in = np.zeros(scores_in.shape[:2], dtype=bool)
         for row, i in enumerate(pending):
             scores_in[row, : lengths[row]] = log_probs[i]
+            if checked[i] is not None:
+                space_in[row, : lengths[row]] = checked[i]
         penalty = np.where(allowed, 0.0, -np.inf)
+        doc_end = np.broadcast_to(end, (len(pending), n_tags))
+        if space_in.any():
+            space_tags, space_allowed, space_end = space_masks  # type: ignore[misc]
+            scores_in = np.where(space_in[:, :, None] & ~space_tags, -np.inf, scores_in)
+            space_penalty = np.where(space_allowed, 0.0, -np.inf)
+            last_space = space_in[np.arange(len(pending)), lengths - 1]
+            doc_end = np.where(last_space[:, None], end & space_end, end)
         score = np.where(start, scores_in[:, 0], -np.inf)
         back = np.zeros(scores_in.shape, dtype="int64")
         for t in range(1, scores_in.shape[1]):
-            candidates = score[:, :, None] + penalty[None]
+            if space_in[:, t - 1].any():
+                candidates = score[:, :, None] + np.where(space_in[:, t - 1, None, None], space_penalty, penalty)
+            else:
+                candidates = score[:, :, None] + penalty[None]
             back[:, t] = candidates.argmax(axis=1)
             active = (t < lengths)[:, None]
             score = np.where(active, candidates.max(axis=1) + scores_in[:, t], score)
-        current = np.argmax(np.where(end, score, -np.inf), axis=1)
+        current = np.argmax(np.where(doc_end, score, -np.inf), axis=1)
         paths = np.zeros((len(pending), scores_in.shape[1]), dtype="int64")
         rows = np.arange(len(pending))
         for t in range(scores_in.shape[1] - 1, -1, -1):
@@ -181,13 +281,54 @@ def tag_spans(tag_ids: np.ndarray, tags: tuple[str, ...], scheme: str) -> List[t
     return [(int(a), int(b), labels[label_ids[tag_ids[a]]]) for a, b in zip(starts, ends)]
 
 
+def _trim_space_edges(gold: List[Optional[str]], space: np.ndarray) -> List[Optional[str]]:
+    """BILUO gold tags (None or "-": missing) with each entity trimmed of whitespace tokens at
+    its edges (they become O; an entity of whitespace only becomes all O), no gold (None) for
+    whitespace inside an entity, and O for whitespace tokens without gold (see `_gold_ids`)."""
+    gold = list(gold)
+    i = 0
+    while i < len(gold):
+        tag = gold[i]
+        if tag is None or len(tag) < 3 or tag[0] not in "BU":
+            if space[i] and tag in (None, "-"):
+                gold[i] = "O"
+            i += 1
+            continue
+        label, j = tag[2:], i
+        if tag[0] == "B":
+            while j + 1 < len(gold) and gold[j + 1] in (f"I-{label}", f"L-{label}"):
+                j += 1
+                if gold[j][0] == "L":  # type: ignore[index]
+                    break
+        a, b = i, j + 1
+        while a < b and space[a]:
+            a += 1
+        while b > a and space[b - 1]:
+            b -= 1
+        gold[i : j + 1] = ["O"] * (j + 1 - i)
+        if b - a == 1:
+            gold[a] = f"U-{label}"
+        elif b > a:
+            inner = [None if space[k] else f"I-{label}" for k in range(a + 1, b - 1)]
+            gold[a:b] = [f"B-{label}", *inner, f"L-{label}"]
+        i = j + 1
+    return gold
+
+
+def _space_flags(doc: Doc) -> np.ndarray:
+    """Whether each token is whitespace only (spaCy's `is_space`)."""
+    return doc.to_array("IS_SPACE").astype(bool) if len(doc) else np.zeros(0, dtype=bool)
+
+
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=-1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-class AlbertNER(HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
+class AlbertNER(PipeSerialization, HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
     """Token classification over ALBERT pieces, decoded into valid entity spans."""
+
+    config_cfg_keys = ("spans_key",)  # settings from the config, also at load
 
     def __init__(
         self,
@@ -204,6 +345,7 @@ class AlbertNER(HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
         self.vocab, self.model, self.name = vocab, model, name
         self.scorer = scorer
         self.cfg = {"labels": [], "tags": [], "scheme": scheme, "spans_key": spans_key}
+        claim_encoders(self.model, name)
 
     # ---- labels ---------------------------------------------------------------------------
     @property
@@ -281,8 +423,10 @@ class AlbertNER(HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
         docs = list(docs)
         tags, scheme = tuple(self.cfg["tags"]), self.cfg["scheme"]
         allowed, start, end = _cached_masks(tags, scheme)
+        space_masks = _cached_space_masks(tags, scheme)
         log_probs = [_log_softmax(self.model.ops.to_numpy(doc_scores)) for doc_scores in scores]
-        for doc, best in zip(docs, decode_batch(log_probs, allowed, start, end)):
+        spaces = [_space_flags(doc) for doc in docs]
+        for doc, best in zip(docs, decode_batch(log_probs, allowed, start, end, spaces, space_masks)):
             spans = [Span(doc, a, b, label=label) for a, b, label in tag_spans(best, tags, scheme)]
             doc.ents = spans
             if self.cfg["spans_key"]:
@@ -300,12 +444,19 @@ class AlbertNER(HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
         return {t: i for i, t in enumerate(self.cfg["tags"])}
 
     def _gold_ids(self, example: Example, index: Optional[Dict[str, int]] = None) -> np.ndarray:
-        """Gold tag ids for the predicted tokens; -1 where the gold is missing."""
+        """Gold tag ids for the predicted tokens; -1 where the gold is missing.
+
+        Whitespace tokens are never supervised towards an entity tag: outside a gold entity
+        (missing gold included, as spaCy's `Example.get_aligned_ner` does) they are O; a gold
+        entity is trimmed of whitespace tokens at its edges (which become O; an entity of
+        whitespace only is dropped), as decoding never starts or ends one there; whitespace
+        inside an entity ("New  York") gets no gold (-1): its only valid tag there is the
+        entity's I, which its neighbours already decide."""
         index = self._tag_index if index is None else index
         predicted, reference = example.predicted, example.reference
         if len(predicted) == len(reference) and np.array_equal(predicted.to_array("ORTH"), reference.to_array("ORTH")):
             return self._gold_ids_same_tokens(reference, index)
-        gold = example.get_aligned_ner()
+        gold = _trim_space_edges(example.get_aligned_ner(), _space_flags(predicted))
         if self.cfg["scheme"] == "BIO":
             gold = [None if t in (None, "-") else t.replace("L-", "I-").replace("U-", "B-") for t in gold]
         ids = np.full(len(gold), -1, dtype="int64")
@@ -322,21 +473,31 @@ class AlbertNER(HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
         spaCy's token-by-token alignment."""
         index = self._tag_index if index is None else index
         ids = np.where(reference.to_array("ENT_IOB") == 0, -1, index["O"]).astype("int64")  # 0: missing
+        space = _space_flags(reference)
+        ids[space] = index["O"]
         biluo = self.cfg["scheme"] == "BILUO"
         for ent in reference.ents:
             if f"B-{ent.label_}" not in index:
                 raise self._unknown_label(ent.label_)
-            if len(ent) == 1:
-                ids[ent.start] = index[f"U-{ent.label_}" if biluo else f"B-{ent.label_}"]
+            a, b = ent.start, ent.end
+            while a < b and space[a]:
+                a += 1
+            while b > a and space[b - 1]:
+                b -= 1
+            if a == b:
+                continue  # whitespace only: O
+            if b - a == 1:
+                ids[a] = index[f"U-{ent.label_}" if biluo else f"B-{ent.label_}"]
                 continue
-            ids[ent.start] = index[f"B-{ent.label_}"]
-            ids[ent.start + 1 : ent.end] = index[f"I-{ent.label_}"]
+            ids[a] = index[f"B-{ent.label_}"]
+            ids[a + 1 : b] = np.where(space[a + 1 : b], -1, index[f"I-{ent.label_}"])
             if biluo:
-                ids[ent.end - 1] = index[f"L-{ent.label_}"]
+                ids[b - 1] = index[f"L-{ent.label_}"]
         return ids
 
     def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> tuple[float, List[Floats2d]]:
-        """Mean cross-entropy over tokens with a gold tag (the reference's loss)."""
+        """Mean cross-entropy over tokens with a gold tag (the reference's loss). Whitespace
+        tokens are only ever pushed towards O, never towards an entity tag (see `_gold_ids`)."""
         validate_examples(examples, "AlbertNER.get_loss")
         ops = self.model.ops
         index = self._tag_index

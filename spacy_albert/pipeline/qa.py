@@ -77,6 +77,8 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from ..layers.task_model import export_task_model, get_tokenizer, load_task_checkpoint, run_task_model
+from .guards import check_gradients, check_loss, next_step
+from .serialization import PipeSerialization, claim_encoders
 
 QUESTIONS_EXT = "questions"
 ANSWERS_EXT = "qa_answers"
@@ -454,12 +456,21 @@ class QACorpus:
     def __init__(self, path: Optional[Union[str, Path]], *, limit: int = 0, shuffle: bool = False) -> None:
         if path is None:
             raise ValueError("QACorpus needs a path to a .spacy file or a directory of them.")
+        self.path = path
         self.corpus = Corpus(path, limit=limit, shuffle=shuffle)
 
     def __call__(self, nlp: Language) -> Iterator[Example]:
+        asked = False
         for eg in self.corpus(nlp):
-            eg.predicted._.set(QUESTIONS_EXT, get_questions(eg.reference))
+            questions = get_questions(eg.reference)
+            eg.predicted._.set(QUESTIONS_EXT, questions)
+            asked = asked or bool(questions)
             yield eg
+        if not asked:  # nothing to train or evaluate on: not QA data
+            raise ValueError(
+                f"QACorpus: no doc in {self.path} has questions (doc._.questions); "
+                "convert SQuAD JSON with `spacy-albert convert INPUT OUTPUT -f squad`."
+            )
 
 
 @registry.readers("spacy-albert.QACorpus.v1")
@@ -539,12 +550,14 @@ class _Item:
     windows: List[Window]
 
 
-class AlbertQuestionAnswering(TrainablePipe):
+class AlbertQuestionAnswering(PipeSerialization, TrainablePipe):
     """ALBERT extractive QA (``AlbertForQuestionAnswering``) as a spaCy component.
 
     The checkpoint comes from the model's ``checkpoint`` setting or from
     ``initialize(checkpoint=...)`` (in a config: ``[initialize.components.albert_qa]``).
     """
+
+    config_cfg_keys = ("spans_key",)  # settings from the config, also at load
 
     def __init__(
         self,
@@ -568,6 +581,7 @@ class AlbertQuestionAnswering(TrainablePipe):
         self.max_batch_windows = max_batch_windows
         self.scorer = scorer
         self.cfg: Dict[str, Any] = {"spans_key": spans_key}
+        claim_encoders(self.model, name)
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -689,12 +703,16 @@ class AlbertQuestionAnswering(TrainablePipe):
     ) -> Dict[str, float]:
         """One step of the reference QA loss over all windows of all questions of `examples`
         (the mean over windows, accumulated in chunks of `max_batch_windows`). Dropout is the
-        checkpoint's own (`hidden_dropout_prob`, active in training); `drop` is not used."""
+        checkpoint's own (`hidden_dropout_prob`, active in training); `drop` is not used. A
+        non-finite loss (checked per chunk, before its backward pass) or gradient (checked
+        before the optimizer step) raises `NonFiniteError` naming the component and its
+        update step, with the gradients cleared and the weights unchanged (see `guards`)."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, "AlbertQuestionAnswering.update")
+        step = next_step(self)
         features = self._training_windows(examples)
         if not features:
             return losses
@@ -708,8 +726,10 @@ class AlbertQuestionAnswering(TrainablePipe):
             inputs["end_positions"] = torch.tensor([e for _, _, e in batch], dtype=torch.long)
             output = run_task_model(self.model, inputs, is_train=True)
             loss = output.loss.float() * (len(batch) / len(features))
+            check_loss(self.name, step, loss, self.model)
             loss.backward()
             total += loss.item()
+        check_gradients(self.name, step, self.model)
         if sgd is not None:
             self.finish_update(sgd)
         losses[self.name] += total

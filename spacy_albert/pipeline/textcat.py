@@ -26,6 +26,7 @@ from thinc.types import Floats2d
 from ..errors import AlbertError
 from ..models.modeling_albert import AlbertForSequenceClassification
 from .encoder_heads import HeadUpdateMixin, export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
+from .serialization import PipeSerialization, claim_encoders
 from .sorted_pipe import LengthSortedPipe
 
 DEFAULT_TEXTCAT_MODEL = """
@@ -65,8 +66,10 @@ def make_albert_textcat(
                                  threshold=threshold, scorer=scorer)  # fmt: skip
 
 
-class AlbertTextCategorizer(HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
+class AlbertTextCategorizer(PipeSerialization, HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
     """Sequence classification over the [CLS] state: softmax (exclusive) or sigmoid."""
+
+    config_cfg_keys = ("threshold",)  # settings from the config, also at load
 
     def __init__(
         self,
@@ -80,6 +83,7 @@ class AlbertTextCategorizer(HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
     ) -> None:
         self.vocab, self.model, self.name, self.scorer = vocab, model, name, scorer
         self.cfg = {"labels": [], "exclusive_classes": exclusive_classes, "threshold": threshold}
+        claim_encoders(self.model, name)
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -17,3 +17,7 @@ class ShapeMismatchError(AlbertError, ValueError):
 
 class CorruptedFileError(AlbertError, ValueError):
     """A saved component's file that cannot be read: empty, truncated, corrupted or hostile."""
+
+
+class NonFiniteError(AlbertError, FloatingPointError):
+    """A component's loss or gradient became NaN or infinite during `update`."""

@@ -23,16 +23,16 @@ from .data import AlbertDocData
 def token_classifier(
     tok2vec: Model[List[Doc], List[Floats2d]], nO: Optional[int] = None, dropout: float = 0.1
 ) -> Model[List[Doc], List[Floats2d]]:
-    """Per-token logits: `tok2vec` (an ALBERT listener or AlbertTok2Vec), dropout, linear."""
-    width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
-    classifier = Linear(nO=nO, nI=width)
+    """Per-token logits: `tok2vec` (an ALBERT listener or AlbertTok2Vec), dropout, linear.
+    The linear layer takes the encoder's width at initialize (the checkpoint's hidden_size)."""
+    classifier = Linear(nO=nO)
     model = chain(tok2vec, with_array(chain(Dropout(dropout), classifier)))
     model.set_ref("tok2vec", tok2vec)
     model.set_ref("classifier", classifier)
     return model
 
 
-def _cls_states(width: Optional[int]) -> Model[List[AlbertDocData], Floats2d]:
+def _cls_states() -> Model[List[AlbertDocData], Floats2d]:
     """The last layer's [CLS] state of each doc, stacked; gradients go back to `cls`."""
 
     def forward(model: Model, docs_data: List[AlbertDocData], is_train: bool) -> tuple[Floats2d, Callable]:
@@ -49,7 +49,7 @@ def _cls_states(width: Optional[int]) -> Model[List[AlbertDocData], Floats2d]:
 
         return X, backprop
 
-    return Model("albert_cls", forward, dims={"nO": width})
+    return Model("albert_cls", forward, dims={"nO": None})
 
 
 @registry.architectures("spacy-albert.SequenceClassifier.v1")
@@ -59,15 +59,27 @@ def sequence_classifier(
     """Per-doc logits: [CLS] state, pooler (dense + tanh), dropout, linear.
 
     `tok2vec` is an `AlbertTransformer` (own encoder) or an `AlbertDocListener` (shared); the
-    name is the one `nlp.replace_listeners` expects."""
-    width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
-    pooler = Linear(nO=width, nI=width)
-    classifier = Linear(nO=nO, nI=width)
-    model = chain(tok2vec, _cls_states(width), pooler, _tanh(), Dropout(dropout), classifier)
+    name is the one `nlp.replace_listeners` expects. The widths are the encoder's, set by
+    `set_sequence_width` before initialize (once the checkpoint decided them)."""
+    pooler = Linear()
+    classifier = Linear(nO=nO)
+    model = chain(tok2vec, _cls_states(), pooler, _tanh(), Dropout(dropout), classifier)
     model.set_ref("tok2vec", tok2vec)
     model.set_ref("pooler", pooler)
     model.set_ref("classifier", classifier)
     return model
+
+
+def set_sequence_width(model: Model, width: int) -> None:
+    """Give a `SequenceClassifier`'s layers the encoder's width (before they have weights)."""
+    cls = next(node for node in model.walk() if node.name == "albert_cls")
+    pooler, classifier = model.get_ref("pooler"), model.get_ref("classifier")
+    if pooler.has_param("W"):
+        return
+    cls.set_dim("nO", width, force=True)
+    pooler.set_dim("nI", width, force=True)
+    pooler.set_dim("nO", width, force=True)
+    classifier.set_dim("nI", width, force=True)
 
 
 def _tanh() -> Model[Floats2d, Floats2d]:

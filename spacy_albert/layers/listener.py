@@ -31,7 +31,7 @@ class AlbertListener(Model):
 
     name = "albert_listener"
 
-    def __init__(self, upstream_name: str, width: int, pooling: Model, grad_factor: float) -> None:
+    def __init__(self, upstream_name: str, width: Optional[int], pooling: Model, grad_factor: float) -> None:
         Model.__init__(
             self,
             name=self.name,
@@ -70,6 +70,11 @@ class AlbertListener(Model):
 
 
 def _listener_init(model: AlbertListener, X: Any = None, Y: Any = None) -> None:
+    if not model.has_dim("nO"):
+        raise AlbertError(
+            f"The ALBERT listener has no width yet: its upstream albert component ({model.upstream_name!r}) must "
+            "come before the listening component in the pipeline, so that it is initialised first."
+        )
     model.layers[0].set_dim("nO", model.get_dim("nO"), force=True)
     model.layers[0].initialize()
     # Layers after the listener are initialised on its output for a doc sample the albert
@@ -161,9 +166,11 @@ def _listener_forward(model: AlbertListener, docs: List[Doc], is_train: bool) ->
 
 @registry.architectures("spacy-albert.AlbertListener.v1")
 def albert_listener(
-    width: int, pooling: str = "mean", layers: int = 1, upstream: str = "*", grad_factor: float = 1.0
+    width: Optional[int] = None, pooling: str = "mean", layers: int = 1, upstream: str = "*", grad_factor: float = 1.0
 ) -> Model[List[Doc], List[Floats2d]]:
-    """Token vectors from a shared `albert` component (`upstream` names it; "*" is any)."""
+    """Token vectors from a shared `albert` component (`upstream` names it; "*" is any).
+    `width` is the encoder's hidden_size, taken from the encoder at initialize when null
+    (a width given must agree with the checkpoint's)."""
     return AlbertListener(upstream, width, pool_pieces(pooling, layers), grad_factor)
 
 
@@ -173,7 +180,7 @@ def _identity() -> Model[List[AlbertDocData], List[AlbertDocData]]:
 
 @registry.architectures("spacy-albert.AlbertDocListener.v1")
 def albert_doc_listener(
-    width: int, upstream: str = "*", grad_factor: float = 1.0
+    width: Optional[int] = None, upstream: str = "*", grad_factor: float = 1.0
 ) -> Model[List[Doc], List[AlbertDocData]]:
     """The shared `albert` component's raw output (piece and [CLS] states) for heads that
     need more than token vectors, such as sequence classification."""
@@ -200,10 +207,12 @@ def albert_tok2vec(
 
 
 def tok2vec_chain(encoder: Model, pool: Model, grad_factor: float = 1.0) -> Model[List[Doc], List[Floats2d]]:
-    """chain(encoder, [gradient scaling,] pooling), with the encoder's width as nO."""
-    width = encoder.get_dim("nO")
-    pool.set_dim("nO", width, force=True)
+    """chain(encoder, [gradient scaling,] pooling). Its width (nO) is the encoder's once a
+    checkpoint has decided it: set here for a loaded encoder, else at initialize."""
     layers = [encoder, pool] if grad_factor == 1.0 else [encoder, _scale_gradient(grad_factor), pool]
     model = chain(*layers)
-    model.set_dim("nO", width, force=True)
+    if encoder.attrs["albert"].tokenizer is not None:  # a loaded encoder (e.g. replace_listeners)
+        width = encoder.get_dim("nO")
+        pool.set_dim("nO", width, force=True)
+        model.set_dim("nO", width, force=True)
     return model

@@ -21,7 +21,7 @@ from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, PyTorchShim, PyTorchWrapper_v2, torch2xp, xp2torch
 from thinc.util import get_torch_default_device
 
-from ..errors import AlbertError, ShapeMismatchError
+from ..errors import AlbertError
 from ..hub import resolve_model_dir
 from ..models.checkpoint import check_vocab_matches, read_checkpoint_weights
 from ..models.configuration import ARCHITECTURE_FIELDS, AlbertConfig
@@ -78,14 +78,9 @@ def load_checkpoint(model: Model, name_or_path: str | Path) -> None:
     state: AlbertState = model.attrs["albert"]
     directory = resolve_model_dir(name_or_path)
     # Shapes come from the checkpoint; dropout is a training setting and stays the configured one.
+    # Every size comes from the checkpoint (the config's sizes only build a model from scratch);
+    # the layers reading the encoder's output take its width at initialize.
     config = AlbertConfig.from_pretrained(directory, **dropout_settings(state.config))
-    built_width = model.get_dim("nO")
-    if config.hidden_size != built_width:
-        raise ShapeMismatchError(
-            f"The checkpoint {str(name_or_path)!r} has hidden_size={config.hidden_size}, but this AlbertTransformer "
-            f"was built with hidden_size={built_width}: set hidden_size = {config.hidden_size} in its config so that "
-            "the layers reading its output get the right width."
-        )
     encoder = _new_encoder(model, config)
     encoder.albert.load_checkpoint_state(read_checkpoint_weights(directory), source=directory)
     tokenizer = AlbertTokenizerFast.from_pretrained(directory)
@@ -182,6 +177,8 @@ def init(model: Model, X: Optional[List[Doc]] = None, Y: Any = None) -> None:
     checkpoint = settings_of(model)["checkpoint"]
     if checkpoint and model.attrs["albert"].tokenizer is None:
         load_checkpoint(model, checkpoint)
+    if not model.has_dim("nO"):  # built from scratch: the config's size
+        model.set_dim("nO", model.attrs["albert"].config.hidden_size)
 
 
 @registry.architectures("spacy-albert.AlbertTransformer.v1")
@@ -213,8 +210,10 @@ def build_albert_transformer(
 ) -> Model[List[Doc], List[AlbertDocData]]:
     """ALBERT over spaCy Docs: returns each doc's piece states and piece-to-token alignment.
 
-    The hyperparameters build the model's shapes; a `checkpoint` (local directory or cached
-    hub id), loaded at `nlp.initialize()`, replaces them with its own config. `window` and
+    The hyperparameters build the model's shapes from scratch; a `checkpoint` (local directory
+    or cached hub id), loaded at `nlp.initialize()`, replaces all of them with its own config
+    (the checkpoint wins: any ALBERT size works by naming it, and the listeners and heads
+    reading the output take its width). `window` and
     `stride` are in pieces (windows are capped at max_position_embeddings - 2); `spans`
     "sentences" windows along `doc.sents`. `output_layers` > 1 keeps that many last layers
     for listeners that mix them.
@@ -267,7 +266,7 @@ def build_albert_transformer(
         forward,
         init=init,
         layers=[encoder],
-        dims={"nO": hidden_size},
+        dims={"nO": None},  # the width, once a checkpoint (or initialize) decided it
         attrs={
             "settings": Settings(
                 precision=precision,

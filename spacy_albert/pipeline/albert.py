@@ -64,6 +64,8 @@ class AlbertComponent(PipeSerialization, LengthSortedPipe, Tok2Vec):
                 if isinstance(node, AlbertListener) and node.upstream_name in names:
                     self.add_listener(node, component.name)
                     node.upstream_stores_outputs = self.store_outputs
+                    if not node.has_dim("nO") and self.model.attrs["albert"].tokenizer is not None:
+                        node.set_dim("nO", self.model.get_dim("nO"))  # a loaded encoder's width
 
     @staticmethod
     def _replace_listener(model: Model, listener: AlbertListener, albert: "AlbertComponent") -> Model:
@@ -158,11 +160,13 @@ class AlbertComponent(PipeSerialization, LengthSortedPipe, Tok2Vec):
         kept = self.model.attrs["settings"]["output_layers"]
         for component, listeners in self.listener_map.items():
             for listener in listeners:
-                if listener.has_dim("nO") and listener.get_dim("nO") != width:
+                if not listener.has_dim("nO"):
+                    listener.set_dim("nO", width)  # the checkpoint's hidden_size
+                elif listener.get_dim("nO") != width:
                     raise ShapeMismatchError(
                         f"The ALBERT listener in {component!r} has width {listener.get_dim('nO')}, but the {self.name!r} "
-                        f"encoder gives vectors of width {width} (its hidden_size): set width = {width} on the "
-                        f"listener (e.g. [components.{component}.model.tok2vec] width = {width})."
+                        f"encoder gives vectors of width {width} (its checkpoint's hidden_size): remove the listener's "
+                        f"width setting (it is then taken from the encoder) or set it to {width}."
                     )
                 mixed = int(listener.layers[0].attrs.get("layers", 1))
                 if mixed > kept:

@@ -23,11 +23,7 @@ from typing import Any, Optional
 import torch
 from thinc.api import Model, get_array_module
 
-from ..errors import AlbertError
-
-
-class NonFiniteError(AlbertError, FloatingPointError):
-    """A component's loss or gradient became NaN or infinite during `update`."""
+from ..errors import NonFiniteError
 
 
 def next_step(component: Any) -> int:

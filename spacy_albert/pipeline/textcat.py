@@ -24,6 +24,7 @@ from thinc.api import Config, Model
 from thinc.types import Floats2d
 
 from ..errors import AlbertError
+from ..layers.heads import set_sequence_width
 from ..models.modeling_albert import AlbertForSequenceClassification
 from .encoder_heads import HeadUpdateMixin, export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
 from .serialization import PipeSerialization, claim_encoders
@@ -123,6 +124,15 @@ class AlbertTextCategorizer(PipeSerialization, HeadUpdateMixin, LengthSortedPipe
         if self.cfg["exclusive_classes"] and len(self.cfg["labels"]) < 2:
             raise AlbertError(f"{self.name!r} is exclusive (softmax) and needs at least two categories.")
         self.model.get_ref("classifier").set_dim("nO", len(self.cfg["labels"]), force=True)
+        tok2vec = self.model.get_ref("tok2vec")
+        if not tok2vec.has_dim("nO") and tok2vec.name == "albert_transformer":
+            tok2vec.initialize()  # its own encoder, built from scratch: the config's width
+        if not tok2vec.has_dim("nO"):
+            raise AlbertError(
+                f"{self.name!r} listens to a shared albert component that has not been initialised: put the "
+                "albert component before it in the pipeline."
+            )
+        set_sequence_width(self.model, tok2vec.get_dim("nO"))
         docs = [eg.predicted for eg in islice(get_examples(), 10)]
         self.model.initialize(X=docs)
         if head is not None and "pooler.weight" in head:  # the pretrained pooler, as the reference loads it

@@ -4,7 +4,6 @@ pipeline's component to a transformers checkpoint) on the command line."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -338,4 +337,3 @@ def test_export_picks_the_only_component(pipelines, tmp_path):
     doc = nlp.make_doc(TEXTS[1])
     tokenizer = hf.AlbertTokenizerFast.from_pretrained(tmp_path / "out")
     np.testing.assert_allclose(ner.predict([doc])[0], first_piece_logits(model, tokenizer, doc), atol=1e-5)
-    shutil.rmtree(tmp_path / "out")

@@ -21,6 +21,7 @@ from spacy.training import Example
 from thinc.api import Adam
 
 from spacy_albert import AlbertTokenizerFast
+from spacy_albert.errors import AlbertError
 from spacy_albert.layers.task_model import export_task_model, get_module
 from spacy_albert.pipeline.qa import (
     AlbertQuestionAnswering,
@@ -210,15 +211,24 @@ def test_settings_are_validated(nlp):
 # ---- checkpoints ------------------------------------------------------------------------------
 
 
-def test_checkpoint_from_initialize_and_base_checkpoints(qa_checkpoint, albert_checkpoint, nlp):
+def test_checkpoint_from_initialize_and_base_checkpoints(qa_checkpoint, albert_checkpoint, nlp, tmp_path):
     # A checkpoint with a QA head, given at initialize: the same answers as the model setting.
     from_init = make_nlp(init_checkpoint=qa_checkpoint).get_pipe("albert_qa")
     expected = nlp.get_pipe("albert_qa").qa(QUESTIONS[0], LONG, top_k=3)
     assert_same_answers(from_init.qa(QUESTIONS[0], LONG, top_k=3), expected)
-    # A checkpoint without a QA head gets a new head and answers.
+    # A checkpoint without a QA head: its encoder, a new head, and the answers the reference
+    # pipeline gives with those weights.
     base = make_nlp(albert_checkpoint).get_pipe("albert_qa")
-    assert as_list(base.qa(QUESTIONS[0], SHORT))[0]["answer"]
-    with pytest.raises(Exception, match="initialize"):
+    export_task_model(base.model, tmp_path / "export")
+    model = hf.AlbertForQuestionAnswering.from_pretrained(tmp_path / "export").eval()
+    encoder = hf.AlbertModel.from_pretrained(albert_checkpoint).state_dict()
+    for name, weight in model.albert.state_dict().items():
+        assert torch.equal(weight, encoder[name]), name
+    tokenizer = hf.AlbertTokenizerFast.from_pretrained(tmp_path / "export")
+    ref = hf.pipeline("question-answering", model=model, tokenizer=tokenizer, device="cpu")
+    expected = ref(question=QUESTIONS[0], context=SHORT, top_k=2, **WINDOW)
+    assert_same_answers(base.qa(QUESTIONS[0], SHORT, top_k=2), expected)
+    with pytest.raises(AlbertError, match="no vocabulary yet: run nlp.initialize"):
         make_nlp(initialize=False).get_pipe("albert_qa").qa(QUESTIONS[0], SHORT)
 
 
@@ -415,7 +425,8 @@ def _write_corpus(nlp, path, data):
 
 
 def _spacy_cli(args, tmp_path, timeout):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    # One thread: the same numbers on any machine's core count.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "spacy", *args], capture_output=True, text=True, timeout=timeout,
                           env=env)  # fmt: skip
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
@@ -440,18 +451,28 @@ def test_debug_config_passes(tmp_path, corpus_files, qa_checkpoint):
 @pytest.mark.slow
 def test_spacy_train_with_the_config(tmp_path, corpus_files, qa_checkpoint):
     train, dev = corpus_files
-    output = tmp_path / "output"
+    output, log = tmp_path / "output", tmp_path / "train.jsonl"
     overrides = [
         "--paths.train", train, "--paths.dev", dev, "--paths.checkpoint", qa_checkpoint,
         "--components.albert_qa.max_seq_len", "64", "--components.albert_qa.doc_stride", "16",
         "--training.max_steps", "6", "--training.eval_frequency", "3",
         "--training.optimizer.learn_rate.warmup_steps", "2", "--training.optimizer.learn_rate.total_steps", "6",
         "--training.optimizer.learn_rate.initial_rate", "0.001",
+        "--training.logger.@loggers=spacy.ConsoleLogger.v3", f"--training.logger.output_file={log}",
+        "--training.logger.progress_bar=null",
     ]  # fmt: skip
     _spacy_cli(["train", str(CONFIG), "--output", str(output), *map(str, overrides)], tmp_path, timeout=180)
+    # Step 0 is scored after an update at learn rate 0 (the warm-up's start): the checkpoint.
+    evaluations = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["step"] for e in evaluations] == [0, 3, 6]
+    best = max(e["score"] for e in evaluations)
+    assert best > evaluations[0]["score"]
     nlp = spacy.load(output / "model-best")
+    # The saved pipeline scores what training logged for it on the dev set.
+    assert nlp.evaluate(make_examples(nlp, TRAIN[:2]))["qa_f1"] == pytest.approx(best)
     doc = nlp.make_doc(SHORT)
     doc._.questions = QUESTIONS[:2]
     doc = nlp(doc)
     assert [e["question"] for e in doc._.qa_answers] == QUESTIONS[:2]
     assert all(e["answer"] == SHORT[e["start"] : e["end"]] for e in doc._.qa_answers)
+    assert exact_score(doc._.qa_answers[0]["answer"], "Paris") == 1  # a known answer: "Where does Alice live?"

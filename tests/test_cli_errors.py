@@ -240,7 +240,7 @@ def test_pretrain_argument_checks(tmp_path):
     usage_error(invoke(*base, "--batch-size", "0"), "--batch-size")
     usage_error(invoke(*base, "--log-every", "0"), "--log-every")
     usage_error(invoke(*base, "--optimizer", "sgd"), "--optimizer", "'sgd' is not one of: lamb, adamw")
-    usage_error(invoke(*base, "--precision", "fp8"), "--precision", "fp32, bf16, fp16")
+    usage_error(invoke(*base, "--precision", "fp8"), "--precision", "float32, bfloat16, float16")
     usage_error(invoke(*base, "--device", "gpu"), "--device", "'gpu' is not a torch device")
     usage_error(invoke(*base, "--dev-fraction", "1"), "--dev-fraction", "not in [0, 1)")
     usage_error(invoke(*base, "--mlm-probability", "0"), "--mlm-probability", "not in (0, 1)")

@@ -277,8 +277,8 @@ def test_bf16_moves_the_numbers_by_a_rounding_error(text_file, vocab_dir, tmp_pa
     """Same weights, same batch, fp32 against bf16 autocast: a bf16 setting that did nothing would
     give bit-identical numbers (the fp32 run repeated does), one that broke the maths far more."""
     runs = {p: Pretrainer(settings(text_file, vocab_dir, tmp_path / p, max_steps=3, precision=p, dev_fraction=0.2))
-            for p in ("fp32", "bf16")}  # fmt: skip
-    fp32, bf16 = runs["fp32"], runs["bf16"]
+            for p in ("float32", "bfloat16")}  # fmt: skip
+    fp32, bf16 = runs["float32"], runs["bfloat16"]
     for name, weight in fp32.model.state_dict().items():
         assert torch.equal(weight, bf16.model.state_dict()[name]), name
     # Held-out evaluation (the trainer's own, which passes its precision on).
@@ -299,6 +299,8 @@ def test_bad_settings_give_clear_errors(text_file, vocab_dir, tmp_path) -> None:
         Pretrainer(settings(text_file, vocab_dir, tmp_path / "x", batch_size=4096))
     with pytest.raises(ValueError, match="precision"):
         Pretrainer(settings(text_file, vocab_dir, tmp_path / "x", precision="fp8"))
+    with pytest.raises(ValueError, match=r"precision='bf16' \(write 'bfloat16'\)"):  # one vocabulary everywhere
+        Pretrainer(settings(text_file, vocab_dir, tmp_path / "x", precision="bf16"))
 
 
 ECHO_LOGIT = 3.0

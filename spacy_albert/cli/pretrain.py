@@ -95,7 +95,8 @@ def pretrain_cli(
     adam_eps: float = typer.Option(1e-6, "--adam-eps"),
     max_grad_norm: float = typer.Option(1.0, "--max-grad-norm"),
     precision: str = typer.Option(
-        "fp32", "--precision", callback=_one_of("fp32", "bf16", "fp16"), help="fp32, bf16 or fp16 (autocast)."
+        "float32", "--precision", callback=_one_of("float32", "bfloat16", "float16"),
+        help="float32, bfloat16 or float16 (autocast; float16 with loss scaling)."
     ),
     device: str = typer.Option("cpu", "--device", callback=_device, help="cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, "--seed"),

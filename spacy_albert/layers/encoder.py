@@ -21,7 +21,6 @@ Both give the reference's states (up to float rounding).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from torch.nn import functional as F
 
 from ..models.configuration import AlbertConfig
 from ..models.modeling_albert import AlbertLayer, AlbertModel
+from ..models.precision import autocast
 
 BATCHING_MODES = ("packed", "padded")
 # On GPUs a window joins the current attention bucket (and is padded to its width) while the
@@ -334,12 +334,6 @@ class WindowedEncoder(nn.Module):
         """Whether the linear layers have been replaced by int8 dynamically quantized ones."""
         return _is_quantized_linear(self.albert.encoder.embedding_hidden_mapping_in)
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.precision == "float32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float16
-        return torch.autocast(device_type=device.type, dtype=dtype)
-
     def forward(self, batch: WindowBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states [n_layers, n_pieces, width] of all pieces of the batch, and each
         doc's [CLS] states [n_layers, n_docs, width] (averaged over its windows)."""
@@ -355,7 +349,7 @@ class WindowedEncoder(nn.Module):
         out = counts.new_zeros((n_layers, counts.shape[0], width))
         cls = counts.new_zeros((n_layers, doc_windows.shape[0], width))
         packed = self.config.position_embedding_type == "absolute"
-        with self._autocast(device):
+        with autocast(self.precision, device.type):
             for chunk in batch.chunks:
                 t = chunk.tensors(device)
                 if chunk.packed and packed:

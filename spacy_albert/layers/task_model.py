@@ -21,6 +21,7 @@ from thinc.util import get_torch_default_device
 from ..hub import resolve_model_dir
 from ..models.checkpoint import check_vocab_matches
 from ..models.configuration import ARCHITECTURE_FIELDS, AlbertConfig
+from ..models.precision import autocast, check_precision
 from ..models.modeling_albert import (
     AlbertForMaskedLM,
     AlbertForMultipleChoice,
@@ -41,7 +42,6 @@ TASKS: dict[str, type[AlbertPreTrainedModel]] = {
     "token-classification": AlbertForTokenClassification,
     "pretraining": AlbertForPreTraining,
 }
-PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def get_module(model: Model) -> AlbertPreTrainedModel:
@@ -92,12 +92,9 @@ def export_task_model(model: Model, directory: str | Path) -> Path:
     return directory
 
 
-def _autocast(model: Model, device: torch.device) -> contextlib.AbstractContextManager:
-    precision = model.attrs["settings"]["precision"]
-    if precision == "float32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+def task_autocast(model: Model, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast to the task model's `precision` setting."""
+    return autocast(model.attrs["settings"]["precision"], device.type)
 
 
 def run_task_model(model: Model, inputs: dict[str, Any], *, is_train: bool) -> Any:
@@ -106,7 +103,7 @@ def run_task_model(model: Model, inputs: dict[str, Any], *, is_train: bool) -> A
     module.train(is_train)
     device = next(module.parameters()).device
     inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-    with torch.set_grad_enabled(is_train), _autocast(model, device):
+    with torch.set_grad_enabled(is_train), task_autocast(model, device):
         return module(**inputs, return_dict=True)
 
 
@@ -148,8 +145,7 @@ def build_task_model(
     """
     if task not in TASKS:
         raise ValueError(f"task={task!r}; choose one of {sorted(TASKS)}.")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}.")
+    check_precision(precision)
     config = AlbertConfig(**{k: v for k, v in locals().items() if k in ARCHITECTURE_FIELDS})
     shim = PyTorchShim(
         TASKS[task](config), serialize_model=serialize_weights, deserialize_model=deserialize_weights

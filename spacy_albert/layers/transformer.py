@@ -25,6 +25,7 @@ from ..errors import AlbertError
 from ..hub import resolve_model_dir
 from ..models.checkpoint import check_vocab_matches, read_checkpoint_weights
 from ..models.configuration import ARCHITECTURE_FIELDS, AlbertConfig
+from ..models.precision import check_precision
 from ..tokenization.alignment import align_pieces
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
 from .data import AlbertDocData
@@ -33,7 +34,6 @@ from .quantize import QUANTIZE_MODES, deserialize_encoder, serialize_encoder
 from .state import REBUILDERS, AlbertState, Settings, dropout_settings
 
 SPAN_MODES = ("strided", "sentences")
-PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def _encoder_node(model: Model) -> Model:
@@ -235,8 +235,7 @@ def build_albert_transformer(
     """
     if spans not in SPAN_MODES:
         raise ValueError(f"spans={spans!r}; choose one of {SPAN_MODES}.")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}.")
+    check_precision(precision)
     if batching not in BATCHING_MODES:
         raise ValueError(f"batching={batching!r}; choose one of {BATCHING_MODES}.")
     if quantize not in QUANTIZE_MODES:

@@ -38,7 +38,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer
 
 from ..errors import AlbertError
-from ..layers.task_model import export_task_model, _autocast, get_module, get_tokenizer, load_task_checkpoint
+from ..layers.task_model import export_task_model, get_module, task_autocast, get_tokenizer, load_task_checkpoint
 from .guards import check_gradients, check_loss, next_step
 from .serialization import PipeSerialization, claim_encoders
 
@@ -351,7 +351,7 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
         module = get_module(self.model)
         module.train(is_train)
         device = next(module.parameters()).device
-        with torch.set_grad_enabled(is_train), _autocast(self.model, device):
+        with torch.set_grad_enabled(is_train), task_autocast(self.model, device):
             hidden = module.albert(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), return_dict=True
             ).last_hidden_state

@@ -10,7 +10,6 @@ micro-batches compute the same gradient, and a resumed run continues the same tr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -43,12 +42,12 @@ from .state import (
     set_rng_state,
 )
 from ..util_io import atomic_write_text, fsync_path
+from ..models.precision import autocast, check_precision
 
 STATE_FILE = STATE_JSON  # with trainer_state.safetensors; see .state
 LOG_FILE = "pretraining_log.jsonl"
 CHECKPOINTS = "checkpoints"
 EVAL_EPOCH = 2**31 - 1  # the masking "epoch" of held-out evaluation: fixed masks
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -92,7 +91,7 @@ class PretrainingSettings:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-6
     max_grad_norm: float = 1.0
-    precision: str = "fp32"
+    precision: str = "float32"
     # Running.
     device: str = "cpu"
     seed: int = 0
@@ -106,8 +105,7 @@ class PretrainingSettings:
     progress: bool = True
 
     def validate(self, world_size: int) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}.")
+        check_precision(self.precision)
         if self.batch_size % (world_size * self.grad_accum):
             raise ValueError(
                 f"batch_size {self.batch_size} must be divisible by world size x grad_accum "
@@ -254,7 +252,7 @@ def evaluate(
     masker: Masker,
     pad_id: int,
     batch_size: int = 32,
-    precision: str = "fp32",
+    precision: str = "float32",
 ) -> Dict[str, float]:
     """Held-out MLM accuracy/loss and SOP accuracy/loss with fixed masks."""
     if not instances:
@@ -267,7 +265,7 @@ def evaluate(
     for start in range(0, len(instances), batch_size):
         indices = range(start, min(start + batch_size, len(instances)))
         batch = {k: v.to(device) for k, v in collate(instances, indices, EVAL_EPOCH, masker, pad_id).items()}
-        with _autocast(device, precision):
+        with autocast(precision, device.type):
             out = pretraining_outputs(model, batch)
         hits += int((out["mlm_logits"].argmax(-1) == out["mlm_labels"]).sum())
         masked += int(out["mlm_labels"].numel())
@@ -283,13 +281,6 @@ def evaluate(
         "instances": len(instances),
         "masked_pieces": masked,
     }
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -394,7 +385,7 @@ class Pretrainer:
             self.model, s.optimizer, s.lr, s.weight_decay, (s.adam_beta1, s.adam_beta2), s.adam_eps
         )
         self.scheduler = linear_schedule(self.optimizer, s.warmup, s.max_steps)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "float16")
         self.step = 0
         if s.resume:
             self._resume(s.resume)
@@ -451,7 +442,7 @@ class Pretrainer:
         n_masked, n_pieces = self._global_sum(local_masked, local_pieces)
         mlm_total = sop_total = 0.0
         for batch in batches:
-            with _autocast(self.device, s.precision):
+            with autocast(s.precision, self.device.type):
                 out = pretraining_outputs(self.model, batch)
             mlm = F.cross_entropy(out["mlm_logits"], out["mlm_labels"], reduction="sum") / max(1.0, n_masked)
             sop = F.cross_entropy(out["sop_logits"], batch["sentence_order_label"], reduction="sum") / s.batch_size

@@ -116,10 +116,9 @@ TINY_ALBERT = dict(
 )  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def albert_checkpoint(tmp_path_factory: pytest.TempPathFactory, spm_dir: Path) -> Path:
-    """A random-init Hugging Face ALBERT checkpoint (saved by transformers) with `spm_dir`'s
-    vocabulary; max_position_embeddings=64 so that long docs need many windows."""
+def make_checkpoint(directory: Path, spm_dir: Path, sizes: dict) -> Path:
+    """A random-init (seed 0) Hugging Face `AlbertModel` checkpoint of these sizes, saved by
+    transformers, with `spm_dir`'s vocabulary."""
     import shutil
 
     import torch
@@ -127,13 +126,18 @@ def albert_checkpoint(tmp_path_factory: pytest.TempPathFactory, spm_dir: Path) -
 
     from spacy_albert import AlbertTokenizerFast
 
-    directory = tmp_path_factory.mktemp("albert_checkpoint")
     vocab_size = len(AlbertTokenizerFast(vocab_file=str(spm_dir / "spiece.model")))
     torch.manual_seed(0)
-    config = transformers.AlbertConfig(vocab_size=vocab_size, **TINY_ALBERT)
-    transformers.AlbertModel(config).save_pretrained(directory)
+    transformers.AlbertModel(transformers.AlbertConfig(vocab_size=vocab_size, **sizes)).save_pretrained(directory)
     shutil.copy(spm_dir / "spiece.model", directory / "spiece.model")
     return directory
+
+
+@pytest.fixture(scope="session")
+def albert_checkpoint(tmp_path_factory: pytest.TempPathFactory, spm_dir: Path) -> Path:
+    """A random-init Hugging Face ALBERT checkpoint (saved by transformers) with `spm_dir`'s
+    vocabulary; max_position_embeddings=64 so that long docs need many windows."""
+    return make_checkpoint(tmp_path_factory.mktemp("albert_checkpoint"), spm_dir, TINY_ALBERT)
 
 
 def first_piece_logits(model, tokenizer, doc):

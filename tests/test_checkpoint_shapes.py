@@ -4,13 +4,13 @@ heads take its width (no `configure` step, no size overrides)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import spacy
 from spacy.tokens import DocBin
 
+from conftest import make_checkpoint
 from test_multiple_choice import learnable_data
 from test_qa import TRAIN as QA_TRAIN
 from test_qa import _write_corpus as write_qa_corpus
@@ -29,19 +29,6 @@ NER = [
     ("Bob visited Berlin yesterday.", [(0, 3, "PER"), (12, 18, "LOC")], "NEG"),
     ("Yesterday Alice flew to Berlin.", [(10, 15, "PER"), (24, 30, "LOC")], "POS"),
 ]
-
-
-def make_checkpoint(directory: Path, spm_dir: Path, sizes: dict) -> Path:
-    import torch
-    import transformers
-
-    from spacy_albert import AlbertTokenizerFast
-
-    vocab_size = len(AlbertTokenizerFast(vocab_file=str(spm_dir / "spiece.model")))
-    torch.manual_seed(0)
-    transformers.AlbertModel(transformers.AlbertConfig(vocab_size=vocab_size, **sizes)).save_pretrained(directory)
-    shutil.copy(spm_dir / "spiece.model", directory / "spiece.model")
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -156,7 +156,7 @@ class Masker:
         return mask_ngrams(instance.input_ids, self.settings, self.word_starts, self.special, rng)
 
 
-def collate(
+def collate_instances(
     instances: Sequence[Instance], indices: Sequence[int], epoch: int, masker: Masker, pad_id: int
 ) -> Dict[str, torch.Tensor]:
     """Padded tensors of the instances at `indices`, masked for `epoch`."""
@@ -264,7 +264,7 @@ def evaluate(
     mlm_loss = sop_loss = 0.0
     for start in range(0, len(instances), batch_size):
         indices = range(start, min(start + batch_size, len(instances)))
-        batch = {k: v.to(device) for k, v in collate(instances, indices, EVAL_EPOCH, masker, pad_id).items()}
+        batch = {k: v.to(device) for k, v in collate_instances(instances, indices, EVAL_EPOCH, masker, pad_id).items()}
         with autocast(precision, device.type):
             out = pretraining_outputs(model, batch)
         hits += int((out["mlm_logits"].argmax(-1) == out["mlm_labels"]).sum())
@@ -421,7 +421,7 @@ class Pretrainer:
         pad = self.tokenizer.pad_token_id
         batches = []
         for part in np.array_split(share, self.settings.grad_accum):
-            batch = collate(self.train_instances, part.tolist(), epoch, self.masker, pad)
+            batch = collate_instances(self.train_instances, part.tolist(), epoch, self.masker, pad)
             batches.append({k: v.to(self.device) for k, v in batch.items()})
         return batches
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import AlbertError
 from ..models.configuration import AlbertConfig
 from ..models.modeling_albert import AlbertLayer, AlbertModel
 from ..models.precision import autocast
@@ -305,8 +306,8 @@ class WindowedEncoder(nn.Module):
 
     `precision` picks autocast: "float32" (none), "bfloat16" (CPU or GPU) or "float16" (GPU,
     used with a gradient scaler). Outputs are always float32. `quantize` ("int8" or None)
-    records whether the linear layers are (to be) dynamically quantized for CPU inference
-    (see `spacy_albert.layers.quantize`). `torch_compile` compiles the position-wise blocks
+    records whether the linear layers are dynamically quantized for CPU inference (done when
+    the weights load: see `spacy_albert.layers.quantize`). `torch_compile` compiles the position-wise blocks
     (attention output and feed-forward) with `torch.compile` on first use.
     """
 
@@ -338,9 +339,10 @@ class WindowedEncoder(nn.Module):
         """Hidden states [n_layers, n_pieces, width] of all pieces of the batch, and each
         doc's [CLS] states [n_layers, n_docs, width] (averaged over its windows)."""
         if self.quantize == "int8" and not self.quantized:
-            from .quantize import quantize_encoder
-
-            quantize_encoder(self)
+            raise AlbertError(
+                "This ALBERT encoder has quantize = \"int8\" but float weights: it is quantized when its weights "
+                "load (nlp.initialize(), spacy.load), so initialise or load the pipeline before using it."
+            )
         width = self.config.hidden_size
         n_layers = batch.n_layers
         device = self.albert.embeddings.word_embeddings.weight.device

@@ -42,6 +42,12 @@ def _quantization_api() -> Any:
     return quantize_dynamic, per_channel_dynamic_qconfig
 
 
+def apply_quantize_setting(encoder: WindowedEncoder) -> WindowedEncoder:
+    """Quantize `encoder` now if its `quantize` setting is "int8": at load and initialize, so
+    that `forward` never changes the module (which would race between threads)."""
+    return quantize_encoder(encoder) if encoder.quantize == "int8" else encoder
+
+
 def quantize_encoder(encoder: WindowedEncoder) -> WindowedEncoder:
     """Quantize the encoder's linear layers to int8 in place (a no-op when already done)."""
     if encoder.quantized:
@@ -110,13 +116,14 @@ def _metadata(data: bytes) -> dict[str, str]:
 
 def deserialize_encoder(module: WindowedEncoder, data: bytes, device: torch.device) -> WindowedEncoder:
     """Load weights written by `serialize_encoder`: int8 ones into a quantized encoder (the
-    module is quantized first if needed), float ones into a float encoder."""
+    module is quantized first if needed), float ones into a float encoder, which is then
+    quantized here if its `quantize` setting asks for it (never later, inside `forward`)."""
     if _metadata(data).get("quantization") != _FORMAT:
         if module.quantized:  # float weights for an encoder that was quantized: start from floats
             module = WindowedEncoder(
                 module.config, module.precision, quantize=module.quantize, torch_compile=module.torch_compile
             )
-        return deserialize_weights(module, data, device)
+        return apply_quantize_setting(deserialize_weights(module, data, device))
     from safetensors.torch import load
 
     if module.quantize != "int8":

@@ -30,7 +30,7 @@ from ..tokenization.alignment import align_pieces
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
 from .data import AlbertDocData
 from .encoder import ATTENTION_PADDING_TOLERANCE, BATCHING_MODES, WindowBatch, WindowedEncoder, make_windows
-from .quantize import QUANTIZE_MODES, deserialize_encoder, serialize_encoder
+from .quantize import QUANTIZE_MODES, apply_quantize_setting, deserialize_encoder, serialize_encoder
 from .state import REBUILDERS, AlbertState, Settings, dropout_settings
 
 SPAN_MODES = ("strided", "sentences")
@@ -86,6 +86,7 @@ def load_checkpoint(model: Model, name_or_path: str | Path) -> None:
     tokenizer = AlbertTokenizerFast.from_pretrained(directory)
     check_vocab_matches(tokenizer, config)
     _set_encoder(model, encoder.eval())
+    apply_quantize_setting(get_torch_encoder(model))  # on its device: int8 is CPU-only
     state.config = config
     state.set_tokenizer(tokenizer)
 
@@ -179,6 +180,7 @@ def init(model: Model, X: Optional[List[Doc]] = None, Y: Any = None) -> None:
         load_checkpoint(model, checkpoint)
     if not model.has_dim("nO"):  # built from scratch: the config's size
         model.set_dim("nO", model.attrs["albert"].config.hidden_size)
+    apply_quantize_setting(get_torch_encoder(model))
 
 
 @registry.architectures("spacy-albert.AlbertTransformer.v1")

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -58,6 +59,36 @@ def _offline_env() -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PIP_NO_INDEX="1")
     env.pop("PYTHONPATH", None)  # spacy_albert must come from its installed distribution
     return env
+
+
+def _site_dirs() -> list[str]:
+    """The site-packages directories of the interpreter running the tests, in its order: its
+    user site (when enabled) and its environment's (a virtual environment's own, plus the base
+    interpreter's when that environment was made with --system-site-packages)."""
+    dirs = []
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    dirs.extend(site.getsitepackages())
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
+def _fresh_venv(venv: Path) -> Path:
+    """A new, empty virtual environment whose interpreter also sees the packages this one sees.
+
+    `python -m venv --system-site-packages` is not that: run from inside a virtual environment,
+    it exposes the *base* interpreter's site-packages, not the outer environment's (where torch,
+    spacy and spacy-albert are installed). Instead, a .pth file in the new environment's
+    site-packages adds this interpreter's site directories after the new environment's own, with
+    `site.addsitedir` so that their .pth files (editable installs) are processed too. The wheel
+    installed into the new environment therefore comes first on sys.path."""
+    _run([sys.executable, "-m", "venv", "--without-pip", venv], timeout=120)
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], timeout=60)
+    venv_site = Path(purelib.stdout.strip())
+    assert venv_site.resolve().is_relative_to(venv.resolve()), venv_site
+    lines = [f"import site; site.addsitedir({d!r})" for d in _site_dirs()]
+    (venv_site / "_outer_site_packages.pth").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return venv
 
 
 def _train_pipeline(spm_dir: Path, ckpt: Path):
@@ -149,11 +180,11 @@ def test_spacy_package_wheel_installs_and_loads_in_fresh_venv(spm_dir: Path, tmp
     )
     assert any(r.lower().startswith("spacy") and not r.lower().startswith("spacy-") for r in requires), requires
 
-    # 3. fresh venv (system site for torch/spacy/spacy-albert), install the wheel offline, load it
-    venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], timeout=120)
+    # 3. fresh venv that sees this interpreter's packages (torch/spacy/spacy-albert), install the
+    #    wheel offline, load it
+    venv = _fresh_venv(tmp_path / "venv")
     python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    # the system pip, run by the venv's interpreter, installs into the venv
+    # this environment's pip, run by the venv's interpreter, installs into the venv
     _run([python, "-m", "pip", "install", "--no-deps", "--no-index", wheel], timeout=240, env=env)
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()

@@ -78,7 +78,7 @@ def check_package(project: Path, package: str, model_dir: Path, pipe_names: list
 def test_albert_pretrain_project(tmp_path: Path) -> None:
     from spacy_albert import AlbertForPreTraining, AlbertTokenizerFast
 
-    project = run_project("albert_pretrain", tmp_path, "--vars.max_steps", "800", "--vars.eval_every", "400")
+    project = run_project("albert_pretrain", tmp_path)  # the README's run: 1200 steps
     sample = project / "corpus" / "sample" / "train.txt"
     assert 30_000 < sample.stat().st_size < 300_000
     assert "\n\n" in sample.read_text(encoding="utf-8")  # documents separated by blank lines
@@ -87,10 +87,13 @@ def test_albert_pretrain_project(tmp_path: Path) -> None:
     untrained = json.loads((project / "metrics" / "untrained.json").read_text())
     vocab_size = 320
     assert untrained["mlm_accuracy"] < 5 / vocab_size  # about chance
-    # pretraining learned something real: far above chance and the untrained model
-    assert trained["mlm_accuracy"] > max(0.08, 10 * untrained["mlm_accuracy"]), (trained, untrained)
+    # pretraining learned something real: far above chance and the untrained model. The README's
+    # figures (README.md "Projects", projects/albert_pretrain/README.md): MLM accuracy 0.3% -> 16%,
+    # SOP 50% -> 78%.
+    assert trained["mlm_accuracy"] >= 0.13, (trained, untrained)
+    assert trained["mlm_accuracy"] > 10 * untrained["mlm_accuracy"], (trained, untrained)
     assert trained["mlm_loss"] < untrained["mlm_loss"] - 1.0, (trained, untrained)
-    assert trained["sop_accuracy"] > 0.55, trained
+    assert trained["sop_accuracy"] >= 0.72, trained
 
     checkpoint = project / "training" / "albert"
     for name in ("config.json", "model.safetensors", "spiece.model", "pretraining_log.jsonl"):
@@ -102,24 +105,48 @@ def test_albert_pretrain_project(tmp_path: Path) -> None:
     assert report["pronoun_probe"]["n"] > 50 and report["pronoun_probe"]["examples"]
 
 
+# What the smoke step of albert_ner prints for scripts/smoke.py's five texts.
+NER_SMOKE_ENTS = [
+    [("Alice Smith", "PERSON"), ("Google", "ORG"), ("Paris", "LOC")],
+    [("Bob", "PERSON"), ("Maria", "PERSON"), ("NASA", "ORG")],
+    [("Acme Corp", "ORG"), ("New York", "LOC")],
+    [("Tokyo", "LOC")],
+    [],
+]
+
+
 @pytest.mark.slow
 def test_albert_ner_project(tmp_path: Path) -> None:
+    from spacy_albert import AlbertTokenizerFast
+
     package = "en_albert_ner_projecttest"
     try:
         project = run_project("albert_ner", tmp_path, *config_var("albert_ner"),
                               "--vars.package_name", "albert_ner_projecttest")  # fmt: skip
         assert (project / "training" / "albert-tiny" / "model.safetensors").is_file()
+        # The vocabulary learned from the raw text keeps the sample's names as whole pieces, so
+        # that no word starts with a bare "▁" piece shared by all names (which cost PERSON F).
+        vocab = AlbertTokenizerFast.from_pretrained(project / "training" / "vocab")
+        for name in ("Alice", "Bob", "Maria", "Paris", "Tokyo", "Google"):
+            assert vocab.tokenize(name) == ["▁" + name.lower()], (name, vocab.tokenize(name))
+        # The README's figures (projects/albert_ner/README.md and "Projects" in README.md):
+        # entity F 99 (PERSON 99, ORG 98, LOC 100); the project pins torch's thread count
+        # (`threads`), so these do not depend on the number of cores.
         metrics = json.loads((project / "metrics" / "ner.json").read_text())
-        assert metrics["ents_f"] > 0.4, metrics
+        assert metrics["ents_f"] >= 0.96, metrics
         assert set(metrics["ents_per_type"]) == {"PERSON", "LOC", "ORG"}
+        assert all(scores["f"] >= 0.93 for scores in metrics["ents_per_type"].values()), metrics["ents_per_type"]
         check_package(project, package, project / "training" / "ner" / "model-best", ["albert_ner"])
+        # the smoke step's entities (scripts/smoke.py's texts), printed by the installed package
+        smoke = json.loads((project / "metrics" / "smoke.json").read_text())
+        assert [[tuple(ent[:2]) for ent in doc["ents"]] for doc in smoke["docs"]] == NER_SMOKE_ENTS, smoke
         result = load_installed(package, tmp_path, (
             "texts = ['Alice Smith works for Google in Paris .', 'Acme Corp opened a new store in New York !']\n"
             "ents = [[(e.text, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]\n"
             "print(json.dumps({'ents': ents, 'file': package_file}))\n"
         ))  # fmt: skip
-        assert any(result["ents"]), result
-        assert all(label in ("PERSON", "LOC", "ORG") for ents in result["ents"] for _, label in ents)
+        ents = [[tuple(ent) for ent in doc_ents] for doc_ents in result["ents"]]
+        assert ents == [NER_SMOKE_ENTS[0], NER_SMOKE_ENTS[2]], result
     finally:
         uninstall(package)
 
@@ -131,7 +158,8 @@ def test_albert_textcat_project(tmp_path: Path) -> None:
         project = run_project("albert_textcat", tmp_path, *config_var("albert_textcat"),
                               "--vars.package_name", "albert_textcat_projecttest")  # fmt: skip
         metrics = json.loads((project / "metrics" / "textcat.json").read_text())
-        assert metrics["cats_score"] > 0.6, metrics  # macro F; 0.33-0.5 without learning
+        # macro F; 0.33-0.5 without learning. The README's figure: 0.87.
+        assert metrics["cats_score"] >= 0.84, metrics
         check_package(project, package, project / "training" / "textcat" / "model-best", ["albert_textcat"])
         result = load_installed(package, tmp_path, (
             "texts = ['the film is wonderful and the cast is truly brilliant', 'the plot is dull and the ending was terrible']\n"
@@ -156,8 +184,9 @@ def test_albert_qa_project(tmp_path: Path) -> None:
         assert any(qa["is_impossible"] for qa in questions) and not all(qa["is_impossible"] for qa in questions)
         metrics = json.loads((project / "metrics" / "qa.json").read_text())
         assert metrics["n_questions"] > 100
-        # answering "" everywhere scores about the share of unanswerable questions (~0.15)
-        assert metrics["qa_f1"] > 0.25, metrics
+        # answering "" everywhere scores about the share of unanswerable questions (~0.15). The
+        # README's figures: F1 0.91, exact match 0.82.
+        assert metrics["qa_f1"] >= 0.87 and metrics["qa_exact"] >= 0.78, metrics
         check_package(project, package, project / "training" / "qa" / "model-best", ["albert_qa"])
         result = load_installed(package, tmp_path, (
             "context = 'Lena Costa was born in Bergen in 1950. She studied law at Kyoto University.'\n"
@@ -170,5 +199,6 @@ def test_albert_qa_project(tmp_path: Path) -> None:
         assert len(result["answers"]) == 2, result
         for _, answer, start, end in result["answers"]:
             assert result["context"][start:end] == answer
+        assert result["answers"][0][1].strip() == "Bergen", result
     finally:
         uninstall(package)

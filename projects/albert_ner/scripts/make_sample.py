@@ -1,18 +1,29 @@
-"""Write a small generated NER corpus in the WNUT-17 / CoNLL two-column format.
+"""Write a small generated NER corpus in the WNUT-17 / CoNLL two-column format, and raw text
+from the same domain for the tiny pretraining.
 
 One token and its BIO tag per line (tab-separated), a blank line between sentences; entity
 types PERSON, LOC and ORG (multi-word names included) and sentences without entities. The
 sentences come from templates with a fixed seed.
 
-    python scripts/make_sample.py OUTPUT_DIR [--n-train 400] [--n-dev 100] [--seed 0]
+The raw text (`text.txt`: one sentence per line, a blank line between documents) plays the
+part of the large unlabelled corpus a real ALBERT is pretrained on: more sentences than the
+labelled data, written as running text (punctuation attached, `Alice's`), from which the
+SentencePiece vocabulary learns whole-word pieces for the common words and names, as
+albert-base-v2's vocabulary has them (`▁alice`, `▁paris`). Trained on the tokenized CoNLL
+text alone, whose words are always followed by a space, SentencePiece keeps almost none of
+them and splits most names into a bare `▁` and letters, so every name starts with the same
+piece.
 
-writes OUTPUT_DIR/train.conll and OUTPUT_DIR/dev.conll.
+    python scripts/make_sample.py OUTPUT_DIR [--n-train 400] [--n-dev 100] [--n-text 4000] [--seed 0]
+
+writes OUTPUT_DIR/train.conll, OUTPUT_DIR/dev.conll and OUTPUT_DIR/text.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 from pathlib import Path
 from typing import List, Tuple
 
@@ -66,6 +77,21 @@ TEMPLATES = [
     "who left the {NOUN} near the {NOUN} ?",
     "{ORG} says the {NOUN} will be ready in {LOC} soon",
     "the {NOUN} at {ORG} is broken again",
+    # entities before punctuation and "'s", as running text has them
+    "thanks , {PER} !",
+    "happy birthday {PER} !!",
+    "{PER} 's new {NOUN} is great",
+    "dinner with {PER} and {PER} in {LOC} .",
+    "the new {NOUN} from {ORG} is out , finally",
+    "{ORG} 's office in {LOC} is closed today .",
+    "we moved from {LOC} to {LOC} .",
+    "so proud of {PER} , {PER} and {PER}",
+    "{PER} , have you seen the {NOUN} ?",
+    "greetings from {LOC} !",
+    "shout out to {ORG} for the free {NOUN} .",
+    "there is a new {NOUN} in {LOC}",
+    "they say {ORG} will open an office in {LOC}",
+    "{PER} called them from {LOC} , then left",
 ]
 PLACEHOLDERS = {"{PER}": "PERSON", "{LOC}": "LOC", "{ORG}": "ORG"}
 
@@ -99,6 +125,11 @@ def make_sentence(rng: random.Random) -> Sentence:
     return tokens
 
 
+def running_text(sentence: Sentence) -> str:
+    """The sentence as running text: no space before punctuation or "'s"."""
+    return re.sub(r" ([.,!?]+|\.\.\.|'s)(?= |$)", r"\1", " ".join(word for word, _ in sentence))
+
+
 def write(path: Path, sentences: List[Sentence]) -> None:
     blocks = ["\n".join(f"{word}\t{tag}" for word, tag in sentence) for sentence in sentences]
     path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
@@ -106,17 +137,27 @@ def write(path: Path, sentences: List[Sentence]) -> None:
     print(f"Wrote {len(sentences)} sentences ({n_ents} entities) to {path}")
 
 
+def write_text(path: Path, sentences: List[Sentence], doc_size: int = 10) -> None:
+    lines = [running_text(sentence) for sentence in sentences]
+    docs = ["\n".join(lines[i : i + doc_size]) for i in range(0, len(lines), doc_size)]
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    print(f"Wrote {len(lines)} sentences of raw text ({len(docs)} documents) to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output_dir", type=Path)
     parser.add_argument("--n-train", type=int, default=400)
     parser.add_argument("--n-dev", type=int, default=100)
+    parser.add_argument("--n-text", type=int, default=4000, help="Sentences of raw text for pretraining.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.output_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     write(args.output_dir / "train.conll", [make_sentence(rng) for _ in range(args.n_train)])
     write(args.output_dir / "dev.conll", [make_sentence(rng) for _ in range(args.n_dev)])
+    text_rng = random.Random(args.seed + 1)  # its own stream: --n-text leaves the labelled data alone
+    write_text(args.output_dir / "text.txt", [make_sentence(text_rng) for _ in range(args.n_text)])
 
 
 if __name__ == "__main__":

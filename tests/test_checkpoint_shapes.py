@@ -71,12 +71,9 @@ def train_with_checkpoint_only(config: str, checkpoint: Path, directory: Path) -
 
 def encoder_widths(nlp: spacy.Language) -> set[int]:
     """The hidden_size of every ALBERT encoder in the pipeline (own, shared or task model)."""
-    widths = set()
-    for _, pipe in nlp.components:
-        for node in getattr(pipe, "model", None).walk() if hasattr(pipe, "model") else []:
-            if node.name in ("albert_transformer", "albert_task_model"):
-                widths.add(node.attrs["albert"].config.hidden_size)
-    return widths
+    models = [pipe.model for _, pipe in nlp.components if hasattr(pipe, "model")]
+    return {node.attrs["albert"].config.hidden_size for model in models for node in model.walk()
+            if node.name in ("albert_transformer", "albert_task_model")}  # fmt: skip
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from spacy.training import Example
 from thinc.api import Adam
 
 from spacy_albert.errors import AlbertError
-from spacy_albert.layers.encoder import attention_buckets, make_windows
+from spacy_albert.layers.windows import attention_buckets, make_windows
 from spacy_albert.pipeline.ner import decode_batch, tag_names, tag_spans, transition_masks, viterbi
 
 from conftest import TINY_ALBERT

@@ -16,7 +16,7 @@ from thinc.api import Adam, NumpyOps
 
 from spacy_albert.errors import AlbertError, ShapeMismatchError
 from spacy_albert.layers.data import AlbertDocData
-from spacy_albert.layers.encoder import span_windows, window_starts
+from spacy_albert.layers.windows import span_windows, window_starts
 from spacy_albert.layers.pooling import pool_pieces
 from spacy_albert.layers.transformer import get_torch_encoder
 from spacy_albert.tokenization.alignment import Alignment

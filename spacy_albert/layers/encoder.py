@@ -1,30 +1,14 @@
-"""Run ALBERT over documents of any length: pieces are cut into windows that fit the model
-(each with [CLS] ... [SEP]), and the states of pieces seen by several windows are averaged.
-No piece is dropped.
-
-Two ways to batch the windows (`batching` on the architecture):
-
-* "packed" (default): padding-free. The windows of a chunk are concatenated into one
-  sequence of positions, so the embeddings and every linear layer (projections, attention
-  output, feed-forward: ~97% of ALBERT-base's FLOPs at 128 pieces) run on real positions
-  only. Attention runs per bucket of windows: on CPUs one bucket per window length, each a
-  contiguous run of packed rows viewed as [n_windows, length] (no padding, no copies); on
-  GPUs buckets of similar lengths, gathered and padded within the bucket only as far as it
-  pays (see `attention_buckets`). A bucket whose windows all have one length runs without a
-  mask, which lets GPUs pick the flash kernel.
-* "padded": windows sorted by length and padded to the longest of their chunk, then run
-  through `AlbertModel` as one [n_windows, length] batch (the reference path, and the one
-  used for relative position embeddings).
-
-Both give the reference's states (up to float rounding).
+"""`WindowedEncoder`: ALBERT over the window chunks of `layers.windows`, with the states
+scattered back to pieces (the states of pieces seen by several windows are averaged; no piece
+is dropped). Packed chunks run the padding-free path, padded ones `AlbertModel` itself; both
+give the reference's states (up to float rounding).
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -35,12 +19,7 @@ from ..errors import AlbertError
 from ..models.configuration import AlbertConfig
 from ..models.modeling_albert import AlbertLayer, AlbertModel
 from ..models.precision import autocast
-
-BATCHING_MODES = ("packed", "padded")
-# On GPUs a window joins the current attention bucket (and is padded to its width) while the
-# extra attention work is at most this fraction of the window's own linear-layer work; CPUs
-# use 0 (buckets of one length: no padding, no copies).
-ATTENTION_PADDING_TOLERANCE = 0.05
+from .windows import Chunk, WindowBatch, unpack_chunk
 
 
 def _after_fork_in_child() -> None:
@@ -52,253 +31,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def window_starts(n_pieces: int, window: int, stride: int) -> list[int]:
-    """Start positions of windows of `window` pieces every `stride` pieces; the last window
-    ends at the last piece, so every piece is covered."""
-    if n_pieces <= window:
-        return [0] if n_pieces else []
-    starts = list(range(0, n_pieces - window, stride))
-    starts.append(n_pieces - window)
-    return starts
-
-
-def span_windows(spans: Sequence[tuple[int, int]], window: int, stride: int) -> list[tuple[int, int]]:
-    """Windows (start, end) over each span of pieces, strided where a span is too long."""
-    return [
-        (span_start + start, span_start + min(start + window, span_end - span_start))
-        for span_start, span_end in spans
-        for start in window_starts(span_end - span_start, window, stride)
-    ]
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The concatenation of arange(start, start + length) for each pair (vectorised)."""
-    lengths = np.asarray(lengths, dtype="int64")
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype="int64")
-    offsets = np.cumsum(lengths) - lengths
-    return np.repeat(np.asarray(starts, dtype="int64") - offsets, lengths) + np.arange(total, dtype="int64")
-
-
-def attention_buckets(
-    widths: Sequence[int], linear_cost: float, tolerance: float = ATTENTION_PADDING_TOLERANCE
-) -> list[int]:
-    """Split windows of descending `widths` (positions, [CLS]/[SEP] included) into runs that
-    share one padded attention batch; returns each run's length.
-
-    A window of width L joins a run of width W (its first, widest window) while the attention
-    work that padding adds, (W^2 - L^2) position pairs, costs at most `tolerance` of the
-    window's linear-layer work (`linear_cost` pair-equivalents per position: 2H + I for ALBERT,
-    as attention does 4H FLOPs per pair and the linear layers 8H^2 + 4HI per position).
-    """
-    runs: list[int] = []
-    width = 0
-    for length in widths:
-        if runs and (length == width or width * width - length * length <= tolerance * linear_cost * length):
-            runs[-1] += 1
-        else:
-            runs.append(1)
-            width = length
-    return runs
-
-
-@dataclass
-class Chunk:
-    """One encoder call's worth of windows.
-
-    Packed: `input_ids`/`position_ids` are [n_positions] (windows concatenated) and `buckets`
-    holds, per attention bucket, (`gather` [n_windows, width]: the packed rows that fill the
-    padded batch; `key_mask` [n_windows, width] bool; `scatter` [n_real]: the rows of the
-    flattened padded batch that are real). A bucket whose windows all have one width needs
-    no padding: its `gather` is (first row, n_windows, width) and mask and scatter are None.
-    Padded: `input_ids`/`attention_mask` are [n_windows, width].
-
-    Either way, states come out as [n_layers, n_rows, width] over flat rows (packed positions,
-    or window * width + position), where `source` are the rows of the windows' pieces (which
-    belong at rows `target` of the concatenated pieces of all docs) and `cls_rows` the rows of
-    the windows' [CLS] (a window of doc `window_doc[i]`).
-    """
-
-    input_ids: np.ndarray
-    source: np.ndarray
-    target: np.ndarray
-    cls_rows: np.ndarray
-    window_doc: np.ndarray
-    position_ids: Optional[np.ndarray] = None
-    attention_mask: Optional[np.ndarray] = None
-    buckets: list[tuple[Any, Optional[np.ndarray], Optional[np.ndarray]]] = field(default_factory=list)
-
-    @property
-    def packed(self) -> bool:
-        return self.position_ids is not None
-
-    def positions(self) -> int:
-        """Positions the linear layers run over (real ones when packed, padded ones otherwise)."""
-        return int(self.input_ids.size)
-
-    def attention_pairs(self) -> int:
-        """Query-key pairs attention computes (padding included)."""
-        if self.packed:
-            shapes = [g.shape if isinstance(g, np.ndarray) else g[1:] for g, _, _ in self.buckets]
-            return int(sum(n * width * width for n, width in shapes))
-        n, width = self.input_ids.shape
-        return int(n * width * width)
-
-    def tensors(self, device: torch.device) -> dict[str, Any]:
-        def t(array: Optional[np.ndarray]) -> Optional[torch.Tensor]:
-            return None if array is None else torch.as_tensor(array, device=device)
-
-        buckets = [(t(gather) if isinstance(gather, np.ndarray) else gather,
-                    None if mask is None else t(mask)[:, None, None, :], t(scatter))
-                   for gather, mask, scatter in self.buckets]  # fmt: skip
-        return {
-            "input_ids": t(self.input_ids),
-            "position_ids": t(self.position_ids),
-            "attention_mask": t(self.attention_mask),
-            "buckets": buckets,
-            "source": t(self.source),
-            "target": t(self.target),
-            "cls_rows": t(self.cls_rows),
-            "window_doc": t(self.window_doc),
-        }
-
-
-@dataclass
-class WindowBatch:
-    """Length-sorted chunks of windows, ready for the encoder.
-
-    `counts` is how many windows saw each piece of the concatenated docs; `doc_windows`
-    counts each doc's windows (every doc has at least one: an empty doc is encoded as
-    "[CLS] [SEP]"), and `doc_lengths` its pieces.
-    """
-
-    chunks: list[Chunk]
-    counts: np.ndarray
-    doc_windows: np.ndarray
-    doc_lengths: list[int]
-    n_layers: int = 1
-
-    @property
-    def overlapping(self) -> bool:
-        """Whether some piece is seen by several windows (its states are then averaged)."""
-        return bool(self.counts.size) and float(self.counts.max()) > 1
-
-    def positions(self) -> int:
-        return sum(chunk.positions() for chunk in self.chunks)
-
-    def attention_pairs(self) -> int:
-        return sum(chunk.attention_pairs() for chunk in self.chunks)
-
-
-def make_windows(
-    piece_ids: Sequence[np.ndarray],
-    doc_spans: Sequence[Sequence[tuple[int, int]]],
-    *,
-    window: int,
-    stride: int,
-    cls_id: int,
-    sep_id: int,
-    pad_id: int,
-    max_batch_pieces: int,
-    n_layers: int = 1,
-    batching: str = "packed",
-    linear_cost: float = 4608.0,
-    padding_tolerance: float = ATTENTION_PADDING_TOLERANCE,
-) -> WindowBatch:
-    """Cut each doc's pieces into windows over its spans, sort them by length and group them
-    into chunks of at most `max_batch_pieces` positions (real ones when packed, padded ones
-    otherwise). Packed chunks run attention in buckets (see `attention_buckets`): with
-    `padding_tolerance` 0 every bucket holds windows of one length, so no padding and no
-    gathering is needed at all (the best on CPUs, where a bucket costs one more small
-    attention call but copying rows costs memory bandwidth); above 0 (GPUs, where many small
-    calls cost more than copies) windows share a bucket while the attention work padding
-    adds is within that fraction of their linear work, weighed by `linear_cost` (2H + I)."""
-    if batching not in BATCHING_MODES:
-        raise ValueError(f"batching={batching!r}; choose one of {BATCHING_MODES}.")
-    starts_l: list[int] = []
-    ends_l: list[int] = []
-    docs_l: list[int] = []
-    offset = 0
-    all_ids = np.concatenate(piece_ids).astype("int64") if len(piece_ids) else np.zeros(0, dtype="int64")
-    doc_windows = np.zeros(len(piece_ids), dtype="float32")
-    for doc, (ids, spans) in enumerate(zip(piece_ids, doc_spans)):
-        windows = span_windows(spans, window, stride) or [(0, 0)]
-        for start, end in windows:
-            starts_l.append(offset + start)
-            ends_l.append(offset + end)
-            docs_l.append(doc)
-        doc_windows[doc] = len(windows)
-        offset += len(ids)
-    starts, ends, docs = (np.asarray(a, dtype="int64") for a in (starts_l, ends_l, docs_l))
-    lengths = ends - starts
-    order = np.argsort(-lengths, kind="stable")  # longest first
-    starts, ends, docs, lengths = starts[order], ends[order], docs[order], lengths[order]
-    counts = np.bincount(_ranges(starts, lengths), minlength=offset).astype("float32")
-    batch = WindowBatch([], counts, doc_windows, [len(ids) for ids in piece_ids], n_layers)
-    widths = lengths + 2
-    i = 0
-    while i < len(widths):
-        if batching == "packed":
-            # as many windows as fit in the budget of real positions (at least one)
-            n = max(1, int(np.searchsorted(np.cumsum(widths[i:]), max_batch_pieces, side="right")))
-        else:
-            n = max(1, max_batch_pieces // int(widths[i]))
-        sl = slice(i, i + n)
-        if batching == "packed":
-            chunk = _packed_chunk(all_ids, starts[sl], lengths[sl], docs[sl], cls_id, sep_id, linear_cost, padding_tolerance)
-        else:
-            chunk = _padded_chunk(all_ids, starts[sl], lengths[sl], docs[sl], cls_id, sep_id, pad_id)
-        batch.chunks.append(chunk)
-        i += n
-    return batch
-
-
-def _packed_chunk(
-    all_ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray, docs: np.ndarray,
-    cls_id: int, sep_id: int, linear_cost: float, padding_tolerance: float,
-) -> Chunk:  # fmt: skip
-    widths = lengths + 2
-    total = int(widths.sum())
-    first = np.cumsum(widths) - widths  # packed row of each window's [CLS]
-    position_ids = np.arange(total, dtype="int64") - np.repeat(first, widths)
-    source = _ranges(first + 1, lengths)
-    input_ids = np.empty(total, dtype="int64")
-    input_ids[first] = cls_id
-    input_ids[first + widths - 1] = sep_id
-    input_ids[source] = all_ids[_ranges(starts, lengths)]
-    buckets = []
-    w0 = 0
-    for run in attention_buckets(widths.tolist(), linear_cost, padding_tolerance):
-        w = widths[w0 : w0 + run]
-        width = int(w[0])
-        if (w == width).all():
-            buckets.append(((int(first[w0]), run, width), None, None))
-        else:
-            grid = np.arange(width, dtype="int64")[None, :]
-            mask = grid < w[:, None]
-            # padded slots read the window's [CLS] row: finite values that the mask hides
-            gather = np.where(mask, first[w0 : w0 + run, None] + grid, first[w0 : w0 + run, None])
-            buckets.append((gather, mask, np.flatnonzero(mask.ravel())))
-        w0 += run
-    return Chunk(input_ids, source, _ranges(starts, lengths), first, docs, position_ids=position_ids, buckets=buckets)
-
-
-def _padded_chunk(
-    all_ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray, docs: np.ndarray, cls_id: int, sep_id: int, pad_id: int
-) -> Chunk:
-    n, width = len(lengths), int(lengths[0]) + 2
-    grid = np.arange(width, dtype="int64")[None, :]
-    mask = (grid < (lengths + 2)[:, None]).astype("int64")
-    input_ids = np.full((n, width), pad_id, dtype="int64")
-    input_ids[:, 0] = cls_id
-    input_ids[np.arange(n), lengths + 1] = sep_id
-    rows = np.arange(n, dtype="int64") * width
-    source = _ranges(rows + 1, lengths)
-    input_ids.reshape(-1)[source] = all_ids[_ranges(starts, lengths)]
-    return Chunk(input_ids, source, _ranges(starts, lengths), rows, docs, attention_mask=mask)
 
 
 class WindowedEncoder(nn.Module):
@@ -355,19 +87,21 @@ class WindowedEncoder(nn.Module):
             for chunk in batch.chunks:
                 t = chunk.tensors(device)
                 if chunk.packed and packed:
-                    states = self._packed_states(t["input_ids"], t["position_ids"], t["buckets"], n_layers)
+                    states = self._packed_states(t["input_ids"], t["position_ids"], t["token_type_ids"], t["buckets"], n_layers)
                 else:
                     if chunk.packed:  # relative position embeddings: the model's own padded path
-                        t = _unpack(chunk).tensors(device)
-                    states = self._padded_states(t["input_ids"], t["attention_mask"], n_layers)
+                        t = unpack_chunk(chunk).tensors(device)
+                    states = self._padded_states(t["input_ids"], t["attention_mask"], t["token_type_ids"], n_layers)
                 out.index_add_(1, t["target"], states[:, t["source"]].float())
                 cls.index_add_(1, t["window_doc"], states[:, t["cls_rows"]].float())
         if batch.overlapping:
             out = out / counts.clamp(min=1).view(1, -1, 1)
         return out, cls / doc_windows.view(1, -1, 1)
 
-    def _padded_states(self, ids: torch.Tensor, mask: torch.Tensor, n_layers: int) -> torch.Tensor:
-        result = self.albert(ids, attention_mask=mask, output_hidden_states=n_layers > 1)
+    def _padded_states(
+        self, ids: torch.Tensor, mask: torch.Tensor, types: Optional[torch.Tensor], n_layers: int
+    ) -> torch.Tensor:
+        result = self.albert(ids, attention_mask=mask, token_type_ids=types, output_hidden_states=n_layers > 1)
         if n_layers > 1:
             states = torch.stack(result.hidden_states[-n_layers:])
         else:
@@ -379,6 +113,7 @@ class WindowedEncoder(nn.Module):
         self,
         ids: torch.Tensor,
         positions: torch.Tensor,
+        types: Optional[torch.Tensor],
         buckets: list[tuple[Any, Optional[torch.Tensor], Optional[torch.Tensor]]],
         n_layers: int,
     ) -> torch.Tensor:
@@ -387,8 +122,13 @@ class WindowedEncoder(nn.Module):
         albert, config = self.albert, self.config
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= config.vocab_size):
             albert._check_inputs(ids[None], None, None, 1)  # raises the model's clear error
+        if types is not None and types.numel() and (int(types.min()) < 0 or int(types.max()) >= config.type_vocab_size):
+            albert._check_inputs(None, types[None], None, 1)
         emb = albert.embeddings
-        x = emb.word_embeddings(ids) + emb.token_type_embeddings.weight[0]
+        if types is None:
+            x = emb.word_embeddings(ids) + emb.token_type_embeddings.weight[0]
+        else:
+            x = emb.word_embeddings(ids) + emb.token_type_embeddings(types)
         x = x + emb.position_embeddings(positions)
         x = emb.dropout(emb.LayerNorm(x))
         x = albert.encoder.embedding_hidden_mapping_in(x)
@@ -533,17 +273,3 @@ def _qkv(att: nn.Module, x: torch.Tensor, fused: dict, workspace: Optional[_Work
         weight, bias = weights
         return torch.addmm(bias, x, weight.t(), out=workspace.get("qkv", x.shape[0], x, weight.shape[0]))
     return F.linear(x, *weights)
-
-
-def _unpack(chunk: Chunk) -> Chunk:
-    """The padded chunk holding the same windows as a packed one."""
-    first = chunk.cls_rows
-    widths = np.diff(np.append(first, chunk.input_ids.size))
-    n, width = len(widths), int(widths.max()) if len(widths) else 2
-    grid = np.arange(width, dtype="int64")[None, :]
-    mask = grid < widths[:, None]
-    input_ids = np.zeros((n, width), dtype="int64")
-    input_ids[mask] = chunk.input_ids
-    rows = np.arange(n, dtype="int64") * width
-    source = _ranges(rows + 1, widths - 2)
-    return Chunk(input_ids, source, chunk.target, rows, chunk.window_doc, attention_mask=mask.astype("int64"))

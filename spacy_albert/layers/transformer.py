@@ -29,7 +29,8 @@ from ..models.precision import check_precision
 from ..tokenization.alignment import align_pieces
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
 from .data import AlbertDocData
-from .encoder import ATTENTION_PADDING_TOLERANCE, BATCHING_MODES, WindowBatch, WindowedEncoder, make_windows
+from .encoder import WindowedEncoder
+from .windows import ATTENTION_PADDING_TOLERANCE, BATCHING_MODES, WindowBatch, make_windows
 from .quantize import QUANTIZE_MODES, apply_quantize_setting, deserialize_encoder, serialize_encoder
 from .state import REBUILDERS, AlbertState, Settings, dropout_settings
 

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from ..errors import AlbertError
 from ..models.configuration import AlbertConfig
-from ..models.modeling_albert import AlbertLayer, AlbertModel
+from ..models.modeling_albert import AlbertLayer, AlbertMLMHead, AlbertModel
 from ..models.precision import autocast
 from .windows import Chunk, WindowBatch, unpack_chunk
 
@@ -41,7 +41,14 @@ class WindowedEncoder(nn.Module):
     records whether the linear layers are dynamically quantized for CPU inference (done when
     the weights load: see `spacy_albert.layers.quantize`). `torch_compile` compiles the position-wise blocks
     (attention output and feed-forward) with `torch.compile` on first use.
+
+    `mlm_head` adds the reference's masked-LM head (`predictions`, its decoder tied to the word
+    embeddings, so it lives in the same module): called with a tensor of hidden states
+    [n, width] instead of a batch, the encoder returns their vocabulary logits [n, vocab].
     """
+
+    # the MLM decoder is the word embedding matrix (and `predictions.bias`): stored once
+    _tied_weights_keys = ("predictions.decoder.weight", "predictions.decoder.bias")
 
     def __init__(
         self,
@@ -50,13 +57,26 @@ class WindowedEncoder(nn.Module):
         *,
         quantize: Optional[str] = None,
         torch_compile: bool = False,
+        mlm_head: bool = False,
     ) -> None:
         super().__init__()
         self.albert = AlbertModel(config, add_pooling_layer=False)
+        self.predictions: Optional[AlbertMLMHead] = None
+        if mlm_head:
+            self.predictions = AlbertMLMHead(config)
+            self.predictions.apply(self.albert._init_weights)
+            self.predictions.bias.data.zero_()
+            self.tie_weights()
         self.precision = precision
         self.quantize = quantize
         self.torch_compile = torch_compile
         self._compiled: dict[str, Callable] = {}
+
+    def tie_weights(self) -> None:
+        """Tie the MLM decoder to the word embeddings, as the reference does."""
+        if self.predictions is not None:
+            self.predictions.decoder.weight = self.albert.embeddings.word_embeddings.weight
+            self.predictions.decoder.bias = self.predictions.bias
 
     @property
     def config(self) -> AlbertConfig:
@@ -67,9 +87,12 @@ class WindowedEncoder(nn.Module):
         """Whether the linear layers have been replaced by int8 dynamically quantized ones."""
         return _is_quantized_linear(self.albert.encoder.embedding_hidden_mapping_in)
 
-    def forward(self, batch: WindowBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: WindowBatch | torch.Tensor) -> Any:
         """Hidden states [n_layers, n_pieces, width] of all pieces of the batch, and each
-        doc's [CLS] states [n_layers, n_docs, width] (averaged over its windows)."""
+        doc's [CLS] states [n_layers, n_docs, width] (averaged over its windows). Given hidden
+        states [n, width] instead, the MLM head's logits [n, vocab] (float32)."""
+        if isinstance(batch, torch.Tensor):
+            return self.mlm_logits(batch)
         if self.quantize == "int8" and not self.quantized:
             raise AlbertError(
                 "This ALBERT encoder has quantize = \"int8\" but float weights: it is quantized when its weights "
@@ -97,6 +120,14 @@ class WindowedEncoder(nn.Module):
         if batch.overlapping:
             out = out / counts.clamp(min=1).view(1, -1, 1)
         return out, cls / doc_windows.view(1, -1, 1)
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The masked-LM head's vocabulary logits [n, vocab] for hidden states [n, width]."""
+        if self.predictions is None:
+            raise AlbertError("This ALBERT encoder has no masked-LM head (it was built with mlm_head = false).")
+        device = self.albert.embeddings.word_embeddings.weight.device
+        with autocast(self.precision, device.type):
+            return self.predictions(hidden.to(device)).float()
 
     def _padded_states(
         self, ids: torch.Tensor, mask: torch.Tensor, types: Optional[torch.Tensor], n_layers: int

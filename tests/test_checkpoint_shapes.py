@@ -11,6 +11,7 @@ import spacy
 from spacy.tokens import DocBin
 
 from conftest import make_checkpoint
+from spacy_albert.layers.transformer import albert_state
 from test_multiple_choice import learnable_data
 from test_qa import TRAIN as QA_TRAIN
 from test_qa import _write_corpus as write_qa_corpus
@@ -72,7 +73,7 @@ def train_with_checkpoint_only(config: str, checkpoint: Path, directory: Path) -
 def encoder_widths(nlp: spacy.Language) -> set[int]:
     """The hidden_size of every ALBERT encoder in the pipeline (own, shared or task model)."""
     models = [pipe.model for _, pipe in nlp.components if hasattr(pipe, "model")]
-    return {node.attrs["albert"].config.hidden_size for model in models for node in model.walk()
+    return {albert_state(node).config.hidden_size for model in models for node in model.walk()
             if node.name in ("albert_transformer", "albert_task_model")}  # fmt: skip
 
 

@@ -18,7 +18,7 @@ from spacy_albert.errors import AlbertError, ShapeMismatchError
 from spacy_albert.layers.data import AlbertDocData
 from spacy_albert.layers.windows import span_windows, window_starts
 from spacy_albert.layers.pooling import pool_pieces
-from spacy_albert.layers.transformer import get_torch_encoder
+from spacy_albert.layers.transformer import albert_state, get_torch_encoder
 from spacy_albert.tokenization.alignment import Alignment
 
 from conftest import TINY_ALBERT
@@ -103,7 +103,7 @@ def encoder_only(checkpoint, **cfg):
 # ---- encoder parity through spaCy -------------------------------------------------------
 def test_piece_states_equal_albert_model(albert_checkpoint, reference_model):
     nlp = encoder_only(albert_checkpoint)
-    tokenizer = nlp.get_pipe("albert").model.attrs["albert"].tokenizer
+    tokenizer = albert_state(nlp.get_pipe("albert").model).tokenizer
     texts = ["Hello world, this is Zürich!", "Short.", "", "A somewhat longer sentence with 1,000,000 things in it."]
     for doc in nlp.pipe(texts, batch_size=2):
         data = doc._.albert_data
@@ -120,7 +120,7 @@ def test_piece_states_equal_albert_model(albert_checkpoint, reference_model):
 def test_long_document_is_windowed_without_losing_pieces(albert_checkpoint, reference_model, corpus_lines):
     window, stride = 62, 40
     nlp = encoder_only(albert_checkpoint, window=window, stride=stride)
-    tokenizer = nlp.get_pipe("albert").model.attrs["albert"].tokenizer
+    tokenizer = albert_state(nlp.get_pipe("albert").model).tokenizer
     doc = nlp(" ".join(corpus_lines[:150]))
     data = doc._.albert_data
     n = len(data.piece_ids)
@@ -138,7 +138,7 @@ def test_long_document_is_windowed_without_losing_pieces(albert_checkpoint, refe
 
 def test_sentence_spans_encode_each_sentence_alone(albert_checkpoint, reference_model):
     nlp = encoder_only(albert_checkpoint, spans="sentences")
-    tokenizer = nlp.get_pipe("albert").model.attrs["albert"].tokenizer
+    tokenizer = albert_state(nlp.get_pipe("albert").model).tokenizer
     doc = nlp.make_doc("Alice lives in Paris. Bob went to Berlin yesterday. The end.")
     for i, token in enumerate(doc):
         token.is_sent_start = i == 0 or doc[i - 1].text == "."

@@ -19,7 +19,7 @@ from spacy.training import Example
 from thinc.api import Adam
 
 from spacy_albert import AlbertTokenizerFast
-from spacy_albert.layers.task_model import get_module
+from spacy_albert.layers.transformer import get_torch_encoder
 from spacy_albert.pipeline.guards import NonFiniteError
 from spacy_albert.pipeline.ner import (
     _space_flags,
@@ -446,10 +446,9 @@ def task_checkpoint(tmp_path, spm_dir, head_class, **config):
     return tmp_path
 
 
-def task_nlp(factory, task, checkpoint, **cfg):
+def task_nlp(factory, head, checkpoint, **cfg):
     nlp = spacy.blank("en")
-    nlp.add_pipe(factory, config={"model": {"@architectures": "spacy-albert.AlbertTaskModel.v1", "task": task,
-                                            **TINY_ALBERT}, **cfg})  # fmt: skip
+    nlp.add_pipe(factory, config={"model": {"@architectures": head, "encoder": ENCODER}, **cfg})
     nlp.config["initialize"]["components"][factory] = {"checkpoint": str(checkpoint)}
     nlp.initialize()
     return nlp, nlp.get_pipe(factory)
@@ -486,10 +485,11 @@ def mlm_examples(nlp):
 
 
 TASKS = {
-    "qa": ("albert_qa", "question-answering", hf.AlbertForQuestionAnswering, qa_examples,
+    "qa": ("albert_qa", "spacy-albert.QuestionAnswering.v1", hf.AlbertForQuestionAnswering, qa_examples,
            {"max_seq_len": 64, "doc_stride": 16}),
-    "fill_mask": ("albert_fill_mask", "masked-lm", hf.AlbertForMaskedLM, mlm_examples, {}),
-    "multiple_choice": ("albert_multiple_choice", "multiple-choice", hf.AlbertForMultipleChoice, mc_examples, {}),
+    "fill_mask": ("albert_fill_mask", "spacy-albert.MaskedLanguageModel.v1", hf.AlbertForMaskedLM, mlm_examples, {}),
+    "multiple_choice": ("albert_multiple_choice", "spacy-albert.MultipleChoice.v1", hf.AlbertForMultipleChoice,
+                        mc_examples, {}),
 }
 
 
@@ -502,7 +502,7 @@ def test_task_components_refuse_non_finite_numbers(task, how, tmp_path, spm_dir)
     optimizer = Adam(0.001)
     torch.manual_seed(0)
     nlp.update(examples, sgd=optimizer)  # step 1 is fine
-    module = get_module(component.model)
+    module = get_torch_encoder(component.model.get_ref("encoder"))
     embeddings = module.albert.embeddings.word_embeddings.weight
     if how == "nan_weight":
         with torch.no_grad():
@@ -523,21 +523,19 @@ def test_task_components_refuse_non_finite_numbers(task, how, tmp_path, spm_dir)
 
 
 def test_float16_overflow_is_left_to_the_gradient_scaler():
-    """An encoder in float16 has a gradient scaler, which skips a step whose gradients
+    """An encoder in float16 scales its loss, and its scaler skips a step whose gradients
     overflowed (and lowers its scale): that is expected, not an error. Without one, it is."""
-    from thinc.api import PyTorchGradScaler, PyTorchWrapper_v2
-
+    from spacy_albert.layers.transformer import build_albert_transformer
     from spacy_albert.pipeline.guards import check_gradients
 
-    for enabled in (True, False):
-        model = PyTorchWrapper_v2(torch.nn.Linear(2, 2), grad_scaler=PyTorchGradScaler(enabled=enabled))
-        linear = model.shims[0]._model
-        linear.weight.grad = torch.full_like(linear.weight, float("inf"))
-        model.shims[0]._grad_scaler._found_inf = enabled  # what its unscale found
-        if enabled:
+    for precision in ("float16", "float32"):
+        model = build_albert_transformer(**TINY_ALBERT, precision=precision)
+        weight = get_torch_encoder(model).albert.embeddings.word_embeddings.weight
+        weight.grad = torch.full_like(weight, float("inf"))
+        if precision == "float16":
             check_gradients("albert", 7, model)
-            assert linear.weight.grad is not None  # the scaler's own skip clears it
+            assert weight.grad is not None  # the scaler's own skip clears it at finish_update
         else:
             with pytest.raises(NonFiniteError, match=r"'albert', update step 7: the gradient of torch parameter"):
                 check_gradients("albert", 7, model)
-            assert linear.weight.grad is None
+            assert weight.grad is None

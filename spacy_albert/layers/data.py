@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import srsly
@@ -77,3 +77,25 @@ def _deserialize(obj: Any, chain: Any = None) -> Any:
     if isinstance(obj, dict) and "__albert_doc_data__" in obj:
         return AlbertDocData.from_dict(obj["__albert_doc_data__"])
     return obj if chain is None else chain(obj)
+
+
+@dataclass
+class PieceSequences:
+    """Inputs that components build themselves (question + context, prompt + choice, masked
+    text): piece id sequences that already hold their special pieces, one encoder window
+    each, with their token types (None: all 0). `rows` are the flat positions (a sequence's
+    offset in the concatenation plus the position in it) that a masked-LM head predicts."""
+
+    ids: list[np.ndarray]
+    type_ids: Optional[list[np.ndarray]] = None
+    rows: Optional[np.ndarray] = None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.asarray([len(ids) for ids in self.ids], dtype="int64")
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Each sequence's first row in the concatenated positions."""
+        lengths = self.lengths
+        return np.cumsum(lengths) - lengths

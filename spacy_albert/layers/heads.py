@@ -63,7 +63,7 @@ def sequence_classifier(
     `set_sequence_width` before initialize (once the checkpoint decided them)."""
     pooler = Linear()
     classifier = Linear(nO=nO)
-    model = chain(tok2vec, _cls_states(), pooler, _tanh(), Dropout(dropout), classifier)
+    model = chain(tok2vec, _cls_states(), pooler, tanh_layer(), Dropout(dropout), classifier)
     model.set_ref("tok2vec", tok2vec)
     model.set_ref("pooler", pooler)
     model.set_ref("classifier", classifier)
@@ -82,7 +82,7 @@ def set_sequence_width(model: Model, width: int) -> None:
     classifier.set_dim("nI", width, force=True)
 
 
-def _tanh() -> Model[Floats2d, Floats2d]:
+def tanh_layer() -> Model[Floats2d, Floats2d]:
     def forward(model: Model, X: Floats2d, is_train: bool) -> tuple[Floats2d, Callable]:
         Y = model.ops.xp.tanh(X)
         return Y, lambda dY: dY * (1 - Y * Y)

@@ -22,6 +22,7 @@ from ..errors import AlbertError
 from ..tokenization.alignment import Alignment
 from .data import AlbertDocData
 from .pooling import pool_pieces
+from .transformer import albert_state
 
 DOC_EXTENSION = "albert_data"
 
@@ -211,7 +212,7 @@ def tok2vec_chain(encoder: Model, pool: Model, grad_factor: float = 1.0) -> Mode
     checkpoint has decided it: set here for a loaded encoder, else at initialize."""
     layers = [encoder, pool] if grad_factor == 1.0 else [encoder, _scale_gradient(grad_factor), pool]
     model = chain(*layers)
-    if encoder.attrs["albert"].tokenizer is not None:  # a loaded encoder (e.g. replace_listeners)
+    if albert_state(encoder).tokenizer is not None:  # a loaded encoder (e.g. replace_listeners)
         width = encoder.get_dim("nO")
         pool.set_dim("nO", width, force=True)
         model.set_dim("nO", width, force=True)

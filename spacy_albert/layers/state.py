@@ -1,7 +1,6 @@
-"""State that ALBERT thinc models keep beside their torch module: the encoder config and
-the tokenizer (in `model.attrs["albert"]`), serialized with the model. Restoring a config
-rebuilds the torch module (through `REBUILDERS[model.name]`) before its weights load, so
-the shapes always come from the saved model, never from the construction-time config.
+"""State that the ALBERT thinc model keeps beside its torch module: the encoder config and
+the tokenizer (`AlbertState`, in `model.attrs["albert"]`, shared with the encoder's
+`AlbertShim`, which saves and restores it together with the weights).
 
 Settings that do not change the weights (precision, quantization, windows, batching, ...)
 live in `model.attrs["settings"]` (`Settings`): they always come from the config the model
@@ -12,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import srsly
 import torch
@@ -22,9 +21,6 @@ from thinc.model import deserialize_attr, serialize_attr
 from ..errors import AlbertError, CorruptedFileError
 from ..models.configuration import AlbertConfig
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
-
-# model.name -> function putting a torch module built from a config into the model.
-REBUILDERS: dict[str, Callable[[Model, AlbertConfig], None]] = {}
 
 # The files of a saved fast tokenizer; a saved model naming any other file is refused.
 TOKENIZER_FILES = frozenset(
@@ -80,6 +76,7 @@ class AlbertState:
         self.tokenizer: Optional[AlbertTokenizerFast] = None
         self.tokenizer_files: dict[str, bytes] = {}
         self._backend: Any = None
+        self._legacy: Optional[tuple[dict, Any]] = None
         if tokenizer_files:
             self.set_tokenizer_files(tokenizer_files)
 
@@ -110,6 +107,12 @@ class AlbertState:
         for filename, data in files.items():
             (Path(directory) / filename).write_bytes(data)
 
+    def pop_legacy(self) -> Optional[tuple[dict, Any]]:
+        """(config dict, tokenizer files) read from a model saved by spacy-albert 0.x, whose
+        attrs held them (now the encoder's shim saves them with the weights)."""
+        legacy, self._legacy = self._legacy, None
+        return legacy
+
     @property
     def backend(self) -> Any:
         """A copy of the fast tokenizer's backend without truncation or padding."""
@@ -132,20 +135,20 @@ class AlbertState:
 
 @serialize_attr.register(AlbertState)
 def _serialize_state(_: AlbertState, value: AlbertState, name: str, model: Model) -> bytes:
-    return srsly.msgpack_dumps({"config": value.config.to_dict(), "tokenizer": value.tokenizer_files})
+    # config and tokenizer are saved by the encoder's shim, together with the weights
+    return srsly.msgpack_dumps({"saved_with": "shim"})
 
 
 @deserialize_attr.register(AlbertState)
-def _deserialize_state(_: AlbertState, value: bytes, name: str, model: Model) -> AlbertState:
+def _deserialize_state(current: AlbertState, value: bytes, name: str, model: Model) -> AlbertState:
+    """The encoder shim's own state object (the shim restores it from its bytes, read after
+    the attrs); a 0.x model's config and tokenizer, which its attrs held, are handed to it."""
+    shims = model.layers[0].shims if model.layers else []
+    state = getattr(shims[0], "state", current) if shims else current
     msg = srsly.msgpack_loads(value)
-    owner = getattr(_, "owner", "")
-    if not isinstance(msg, dict) or not isinstance(msg.get("config"), dict) or "tokenizer" not in msg:
-        where = f"{owner!r}: " if owner else ""
-        raise CorruptedFileError(f"{where}the saved ALBERT state is incomplete (no config or tokenizer).")
-    config = AlbertConfig.from_dict(msg["config"])
-    check_tokenizer_files(msg["tokenizer"], owner)
-    REBUILDERS[model.name](model, config)
-    return AlbertState(config, msg["tokenizer"], owner=owner)
+    if isinstance(msg, dict) and "config" in msg:
+        state._legacy = (msg.get("config"), msg.get("tokenizer"))
+    return state
 
 
 def dropout_settings(config: AlbertConfig) -> dict[str, Any]:

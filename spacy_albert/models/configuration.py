@@ -16,35 +16,25 @@ CONFIG_NAME = "config.json"
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 POSITION_EMBEDDING_TYPES = ("absolute", "relative_key", "relative_key_query")
 
-# The reference defaults (an albert-xxlarge-v2-like model).
-_DEFAULTS: dict[str, Any] = {
+# The spaCy architecture's and pretraining's defaults: an albert-base-v2-shaped encoder (a
+# product choice; `AlbertConfig` itself keeps the reference's xxlarge defaults, as transformers
+# has them). The one table of these fields: the architecture, the pretraining CLI and trainer
+# and `configure` take their names and defaults from here.
+ENCODER_DEFAULTS: dict[str, Any] = {
     "vocab_size": 30000,
     "embedding_size": 128,
-    "hidden_size": 4096,
+    "hidden_size": 768,
     "num_hidden_layers": 12,
     "num_hidden_groups": 1,
-    "num_attention_heads": 64,
-    "intermediate_size": 16384,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
     "inner_group_num": 1,
     "hidden_act": "gelu_new",
     "hidden_dropout_prob": 0.0,
     "attention_probs_dropout_prob": 0.0,
     "max_position_embeddings": 512,
     "type_vocab_size": 2,
-    "initializer_range": 0.02,
-    "layer_norm_eps": 1e-12,
-    "classifier_dropout_prob": 0.1,
-    "position_embedding_type": "absolute",
-    "pad_token_id": 0,
-    "bos_token_id": 2,
-    "eos_token_id": 3,
 }
-# The fields that spaCy architectures take as hyperparameters (besides num_labels).
-ARCHITECTURE_FIELDS = (
-    "vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_hidden_groups",
-    "num_attention_heads", "intermediate_size", "inner_group_num", "hidden_act", "hidden_dropout_prob",
-    "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size", "num_labels",
-)  # fmt: skip
 # Generic fields every Hugging Face config has, with their defaults.
 _GENERIC: dict[str, Any] = {
     "output_hidden_states": False,

@@ -18,7 +18,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from ..errors import AlbertError, ShapeMismatchError
 from ..layers.data import AlbertDocData
 from ..layers.listener import DOC_EXTENSION, AlbertListener, tok2vec_chain
-from ..layers.transformer import load_checkpoint
+from ..layers.transformer import albert_state, load_checkpoint
 from .guards import check_arrays, check_gradients, next_step
 from .serialization import PipeSerialization, claim_encoders
 from .sorted_pipe import LengthSortedPipe
@@ -64,7 +64,7 @@ class AlbertComponent(PipeSerialization, LengthSortedPipe, Tok2Vec):
                 if isinstance(node, AlbertListener) and node.upstream_name in names:
                     self.add_listener(node, component.name)
                     node.upstream_stores_outputs = self.store_outputs
-                    if not node.has_dim("nO") and self.model.attrs["albert"].tokenizer is not None:
+                    if not node.has_dim("nO") and albert_state(self.model).tokenizer is not None:
                         node.set_dim("nO", self.model.get_dim("nO"))  # a loaded encoder's width
 
     @staticmethod
@@ -83,10 +83,13 @@ class AlbertComponent(PipeSerialization, LengthSortedPipe, Tok2Vec):
         return self.model.predict(docs)
 
     def set_annotations(self, docs: Iterable[Doc], outputs: List[AlbertDocData]) -> None:
+        """Store each doc's output in `doc._.albert_data` as it is, on the model's device
+        (numpy on CPU, cupy on GPU): listeners read it there without a round trip through
+        the host. Serialization (`AlbertDocData.to_dict`, used by DocBin) converts to numpy."""
         if not self.store_outputs:
             return
         for doc, data in zip(docs, outputs):
-            doc._.set(DOC_EXTENSION, data.to_numpy())
+            doc._.set(DOC_EXTENSION, data)
 
     def update(
         self,

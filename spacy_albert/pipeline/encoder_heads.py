@@ -17,7 +17,7 @@ from ..errors import AlbertError, ShapeMismatchError
 from ..hub import resolve_model_dir
 from ..layers.listener import AlbertListener
 from ..layers.state import AlbertState
-from ..layers.transformer import get_torch_encoder, load_checkpoint
+from ..layers.transformer import albert_state, get_torch_encoder, load_checkpoint
 from ..models.checkpoint import read_checkpoint_weights
 from ..models.configuration import AlbertConfig
 from ..models.modeling_albert import AlbertPreTrainedModel
@@ -123,10 +123,13 @@ def export_checkpoint(
             "This ALBERT encoder is int8-quantized and cannot be exported as a Hugging Face checkpoint: "
             "export the float pipeline it was quantized from."
         )
-    state: AlbertState = encoder.attrs["albert"]
+    state: AlbertState = albert_state(encoder)
     config = AlbertConfig.from_dict(state.config.to_dict(), **config_fields)
     head = head_class(config)
-    weights = {f"albert.{k}": v for k, v in get_torch_encoder(encoder).albert.state_dict().items()}
+    module = get_torch_encoder(encoder)
+    weights = {f"albert.{k}": v for k, v in module.albert.state_dict().items()}
+    if module.predictions is not None and hasattr(head, "predictions"):  # the masked-LM head lives in the encoder
+        weights.update({f"predictions.{k}": v for k, v in module.predictions.state_dict().items()})
     weights.update(head_state)
     head.load_checkpoint_state(weights)
     directory = Path(directory)

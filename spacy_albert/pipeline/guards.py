@@ -24,6 +24,7 @@ import torch
 from thinc.api import Model, get_array_module
 
 from ..errors import NonFiniteError
+from ..layers.shim import albert_shims
 
 
 def next_step(component: Any) -> int:
@@ -78,11 +79,9 @@ def clear_gradients(model: Model) -> None:
         for name in node.param_names:
             if node.has_grad(name):
                 node.get_grad(name).fill(0)
-        for shim in node.shims:
-            module = getattr(shim, "_model", None)
-            if isinstance(module, torch.nn.Module):
-                for param in module.parameters():
-                    param.grad = None
+    for shim in albert_shims(model):
+        for param in shim.module.parameters():
+            param.grad = None
 
 
 def _all_finite(array: Any) -> bool:
@@ -96,17 +95,13 @@ def _first_nonfinite_gradient(model: Model) -> Optional[str]:
         for name in node.param_names:
             if node.has_grad(name) and not _all_finite(node.get_grad(name)):
                 return f"{node.name!r} parameter {name!r}"
-        for shim in node.shims:
-            module = getattr(shim, "_model", None)
-            if not isinstance(module, torch.nn.Module):
-                continue
-            scaler = getattr(shim, "_grad_scaler", None)
-            if scaler is not None and getattr(scaler, "_enabled", False) and getattr(scaler, "found_inf", False):
-                continue  # float16 overflow: the scaler skips this step itself
-            named = [(n, p.grad) for n, p in module.named_parameters() if p.grad is not None]
-            if not named:
-                continue
-            finite = torch.stack([torch.isfinite(g).all() for _, g in named])
-            if not bool(finite.all()):  # one device sync for the whole module
-                return f"torch parameter {named[int((~finite).nonzero()[0])][0]!r}"
+    for shim in albert_shims(model):
+        if shim.loss_scaling:
+            continue  # float16: an overflow is the scaler's to handle (it skips that step)
+        named = [(n, p.grad) for n, p in shim.module.named_parameters() if p.grad is not None]
+        if not named:
+            continue
+        finite = torch.stack([torch.isfinite(g).all() for _, g in named])
+        if not bool(finite.all()):  # one device sync for the whole module
+            return f"torch parameter {named[int((~finite).nonzero()[0])][0]!r}"
     return None

@@ -20,16 +20,17 @@ import srsly
 from thinc.api import Model
 
 from ..errors import AlbertError, CorruptedFileError
+from ..layers.transformer import albert_state
 from ..util_io import atomic_write_bytes
 
-ENCODER_NODES = ("albert_transformer", "albert_task_model")
+ENCODER_NODES = ("albert_transformer",)
 
 
 def claim_encoders(model: Model, component: str) -> None:
     """Record `component` as the owner of the ALBERT encoders in `model` (for messages)."""
     for node in model.walk():
         if node.name in ENCODER_NODES:
-            node.attrs["albert"].owner = component
+            albert_state(node).owner = component
 
 
 def _damaged(component: str, where: str, err: Exception) -> CorruptedFileError:

@@ -1,10 +1,10 @@
 """``configure``: a copy of a training config whose ALBERT encoder sizes are a checkpoint's.
 
-spaCy builds the encoder from the config's hyperparameters before `initialize` loads the
-checkpoint, and listeners read the width from the config, so the sizes must agree with the
-checkpoint's `config.json`. This copies them (vocab_size, embedding_size, hidden_size, ...)
-into every `spacy-albert.AlbertTransformer.v1` and `spacy-albert.AlbertTaskModel.v1` block
-(and a literal listener `width`) and leaves the rest of the file as it is.
+Training does not need it: at `initialize` the checkpoint's own config decides the encoder's
+shapes, and heads and listeners take its width. It writes them into the config for the
+record (what was trained): the checkpoint's sizes (vocab_size, embedding_size, hidden_size,
+...) go into every `spacy-albert.AlbertTransformer.v1` block (and a literal listener
+`width`), and the rest of the file stays as it is.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import typer
 
+from ..models.configuration import ENCODER_DEFAULTS
 from ._app import app, fail
 from ._io import InputError, read_json_object, read_text_file
 
-ENCODERS = {"spacy-albert.AlbertTransformer.v1", "spacy-albert.AlbertTaskModel.v1"}
+ENCODERS = {"spacy-albert.AlbertTransformer.v1"}
 LISTENERS = {"spacy-albert.AlbertListener.v1", "spacy-albert.AlbertDocListener.v1"}
-SHAPE_FIELDS = (
-    "vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_hidden_groups", "num_attention_heads",
-    "intermediate_size", "inner_group_num", "hidden_act", "max_position_embeddings", "type_vocab_size",
-)  # fmt: skip
+# the encoder's shape fields (its dropout probabilities are training settings, not shapes)
+SHAPE_FIELDS = tuple(name for name in ENCODER_DEFAULTS if not name.endswith("_prob"))
 
 
 def blocks(section: Dict[str, Any], names: set, path: str = "") -> Iterator[Tuple[str, Dict[str, Any]]]:

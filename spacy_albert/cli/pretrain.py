@@ -8,6 +8,8 @@ from typing import Callable, List, Optional
 
 import typer
 
+from ..models.configuration import ENCODER_DEFAULTS
+from ..models.precision import PRECISIONS
 from ._app import app, fail
 from ._io import InputError, check_output_dir, check_text_inputs, read_json_object
 
@@ -69,14 +71,16 @@ def pretrain_cli(
     dev_fraction: float = typer.Option(0.02, "--dev-fraction", callback=_fraction),
     config: Optional[Path] = typer.Option(None, "--config", help="An AlbertConfig JSON (sizes below ignored).", exists=True),
     init: Optional[Path] = typer.Option(None, "--init", help="Continue pretraining this HF checkpoint.", exists=True),
-    embedding_size: int = typer.Option(128, "--embedding-size", min=1),
-    hidden_size: int = typer.Option(768, "--hidden-size", min=1),
-    num_layers: int = typer.Option(12, "--num-layers", min=1),
-    num_heads: int = typer.Option(12, "--num-heads", min=1),
-    intermediate_size: int = typer.Option(3072, "--intermediate-size", min=1),
-    num_groups: int = typer.Option(1, "--num-groups", min=1, help="Groups of shared layers."),
-    inner_group_num: int = typer.Option(1, "--inner-group-num", min=1, help="Layers per group."),
-    dropout: float = typer.Option(0.0, "--dropout", min=0.0, max=1.0, help="Hidden/attention dropout (ALBERT v2: 0)."),
+    embedding_size: int = typer.Option(ENCODER_DEFAULTS["embedding_size"], "--embedding-size", min=1),
+    hidden_size: int = typer.Option(ENCODER_DEFAULTS["hidden_size"], "--hidden-size", min=1),
+    num_layers: int = typer.Option(ENCODER_DEFAULTS["num_hidden_layers"], "--num-layers", min=1),
+    num_heads: int = typer.Option(ENCODER_DEFAULTS["num_attention_heads"], "--num-heads", min=1),
+    intermediate_size: int = typer.Option(ENCODER_DEFAULTS["intermediate_size"], "--intermediate-size", min=1),
+    num_groups: int = typer.Option(ENCODER_DEFAULTS["num_hidden_groups"], "--num-groups", min=1, help="Groups of shared layers."),
+    inner_group_num: int = typer.Option(ENCODER_DEFAULTS["inner_group_num"], "--inner-group-num", min=1, help="Layers per group."),
+    dropout: float = typer.Option(
+        ENCODER_DEFAULTS["hidden_dropout_prob"], "--dropout", min=0.0, max=1.0, help="Hidden/attention dropout (ALBERT v2: 0)."
+    ),
     classifier_dropout: float = typer.Option(
         0.1, "--classifier-dropout", min=0.0, max=1.0, help="Dropout before the SOP classifier."
     ),
@@ -95,7 +99,7 @@ def pretrain_cli(
     adam_eps: float = typer.Option(1e-6, "--adam-eps"),
     max_grad_norm: float = typer.Option(1.0, "--max-grad-norm"),
     precision: str = typer.Option(
-        "float32", "--precision", callback=_one_of("float32", "bfloat16", "float16"),
+        "float32", "--precision", callback=_one_of(*PRECISIONS),
         help="float32, bfloat16 or float16 (autocast; float16 with loss scaling)."
     ),
     device: str = typer.Option("cpu", "--device", callback=_device, help="cpu, cuda or cuda:N."),

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..models.configuration import AlbertConfig
+from ..models.configuration import ENCODER_DEFAULTS, AlbertConfig
 from ..models.modeling_albert import AlbertForPreTraining
 from ..models.checkpoint import check_vocab_matches
 from ..tokenization import AlbertTokenizerFast
@@ -63,15 +63,15 @@ class PretrainingSettings:
     # The model: a config.json, a checkpoint to continue from, or these sizes.
     config: Optional[str] = None
     init: Optional[str] = None
-    embedding_size: int = 128
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    num_hidden_groups: int = 1
-    inner_group_num: int = 1
-    hidden_act: str = "gelu_new"
-    dropout: float = 0.0
+    embedding_size: int = ENCODER_DEFAULTS["embedding_size"]
+    hidden_size: int = ENCODER_DEFAULTS["hidden_size"]
+    num_hidden_layers: int = ENCODER_DEFAULTS["num_hidden_layers"]
+    num_attention_heads: int = ENCODER_DEFAULTS["num_attention_heads"]
+    intermediate_size: int = ENCODER_DEFAULTS["intermediate_size"]
+    num_hidden_groups: int = ENCODER_DEFAULTS["num_hidden_groups"]
+    inner_group_num: int = ENCODER_DEFAULTS["inner_group_num"]
+    hidden_act: str = ENCODER_DEFAULTS["hidden_act"]
+    dropout: float = ENCODER_DEFAULTS["hidden_dropout_prob"]
     classifier_dropout: float = 0.1
     # Data and masking.
     max_seq_length: int = 128

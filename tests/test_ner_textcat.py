@@ -284,3 +284,128 @@ def test_ner_gold_fast_path_equals_spacy_alignment(scheme):
         assert ner._gold_ids_same_tokens(example.reference).tolist() == [index[t] for t in aligned]
     unannotated = Example(nlp.make_doc("Alice lives here"), nlp.make_doc("Alice lives here"))
     assert ner._gold_ids(unannotated).tolist() == [-1, -1, -1]  # missing gold is ignored
+
+
+# ---- losses: the components' get_loss against the formulas written out ----------------------
+def softmax64(x):
+    x = np.asarray(x, dtype="float64")
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_ner_loss_is_token_cross_entropy_over_known_gold():
+    """Mean softmax cross-entropy over the tokens with gold, its gradient (p - one-hot) / n on
+    them and zero elsewhere: missing gold ("-", an unannotated doc, whitespace inside an
+    entity) and empty docs give no gradient and do not count."""
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("albert_ner", config={"scheme": "BILUO"})
+    for label in ("LOC", "PER"):
+        ner.add_label(label)
+    mk = nlp.make_doc
+    cases = [
+        (Example.from_dict(mk("Alice lives in Paris"), {"entities": [(0, 5, "PER"), (15, 20, "LOC")]}),
+         ["U-PER", "O", "O", "U-LOC"]),
+        (Example.from_dict(mk("Bob met Alice in Rome"), {"entities": ["-", "O", "U-PER", "-", "U-LOC"]}),
+         [None, "O", "U-PER", None, "U-LOC"]),
+        (Example(mk("Alice lives here"), mk("Alice lives here")), [None, None, None]),
+        (Example.from_dict(mk(""), {"entities": []}), []),
+        (Example.from_dict(mk("to New  York now"), {"entities": [(3, 12, "LOC")]}),
+         ["O", "B-LOC", None, "L-LOC", "O"]),
+    ]  # fmt: skip
+    examples = [eg for eg, _ in cases]
+    gold = [tag for _, tags in cases for tag in tags]
+    assert [len(eg.predicted) for eg in examples] == [len(tags) for _, tags in cases]
+    rng = np.random.default_rng(0)
+    scores = [(rng.standard_normal((len(eg.predicted), len(ner.tags))) * 3).astype("float32") for eg in examples]
+    scores[0][1, 0] += 100.0  # p(gold) underflows: floored at 1e-12 ...
+    scores[0][1, 0] -= 200.0  # ... as O gets exp(-200)
+    loss, grads = ner.get_loss(examples, scores)
+
+    probs = softmax64(np.concatenate(scores))
+    known = [i for i, tag in enumerate(gold) if tag is not None]
+    ids = [ner.tags.index(gold[i]) for i in known]
+    expected_loss = -np.log(np.maximum(probs[known, ids], 1e-12)).mean()
+    expected_grad = np.zeros_like(probs)
+    expected_grad[known] = probs[known]
+    expected_grad[known, ids] -= 1.0
+    expected_grad /= len(known)
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+    assert [g.shape for g in grads] == [s.shape for s in scores]
+    got = np.concatenate([ner.model.ops.to_numpy(g) for g in grads])
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected_grad, atol=1e-7, rtol=1e-5)
+    # A batch without any gold: zero loss and gradients.
+    loss, grads = ner.get_loss(examples[2:4], scores[2:4])
+    assert loss == 0.0 and all(not np.asarray(g).any() for g in grads)
+    assert ner.get_loss([], []) == (0.0, [])
+
+
+CAT_GOLD = [
+    {"A": 1.0, "B": 0.0, "C": 0.0},
+    {"A": 0.0, "B": 0.0, "C": 1.0},
+    {"A": 1.0},  # partly missing
+    {},  # all missing
+    {"A": 0.3, "B": 0.7, "C": 0.0},  # soft
+]
+CAT_LOGITS = np.array([[2.0, -1.0, 0.5], [25.0, -3.0, 40.0], [0.1, 0.2, 0.3], [1.0, 1.0, 1.0], [-25.0, 0.0, 40.0]], "f")
+
+
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_textcat_loss_is_cross_entropy_over_known_gold(exclusive):
+    """Exclusive: softmax cross-entropy averaged over docs with complete gold; multi-label:
+    binary cross-entropy averaged over the known values (each log floored at log 1e-12, and
+    finite for saturated logits). The gradient is (p - gold) / n where the gold is known."""
+    nlp = spacy.blank("en")
+    textcat = nlp.add_pipe("albert_textcat", config={"exclusive_classes": exclusive})
+    for label in "ABC":
+        textcat.add_label(label)
+    examples = [Example.from_dict(nlp.make_doc(f"doc {i}"), {"cats": c}) for i, c in enumerate(CAT_GOLD)]
+    loss, grad = textcat.get_loss(examples, CAT_LOGITS)
+
+    x = CAT_LOGITS.astype("float64")
+    gold = np.array([[c.get(label, 0.0) for label in "ABC"] for c in CAT_GOLD])
+    known = np.array([[label in c for label in "ABC"] for c in CAT_GOLD])
+    expected_grad = np.zeros_like(x)
+    if exclusive:
+        rows = [0, 1, 4]  # complete gold only
+        p = softmax64(x)
+        expected_loss = -(gold[rows] * np.log(np.maximum(p[rows], 1e-12))).sum(axis=1).mean()
+        expected_grad[rows] = (p[rows] - gold[rows]) / len(rows)
+    else:
+        p = 1 / (1 + np.exp(-x))
+        log_p = np.maximum(-np.logaddexp(0, -x), np.log(1e-12))  # log p, floored
+        log_not_p = np.maximum(-np.logaddexp(0, x), np.log(1e-12))  # log (1 - p), floored
+        bce = -(gold * log_p + (1 - gold) * log_not_p)
+        expected_loss = bce[known].mean()
+        expected_grad[known] = (p - gold)[known] / known.sum()
+    assert np.isfinite(loss) and loss == pytest.approx(expected_loss, rel=1e-6)
+    got = textcat.model.ops.to_numpy(grad)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_allclose(got, expected_grad, atol=1e-7, rtol=1e-5)
+    loss, grad = textcat.get_loss(examples[3:4], CAT_LOGITS[3:4])  # nothing known
+    assert loss == 0.0 and not np.asarray(grad).any()
+
+
+def test_textcat_rejects_gold_values_outside_0_1():
+    nlp = spacy.blank("en")
+    textcat = nlp.add_pipe("albert_textcat", config={"exclusive_classes": False})
+    for label in "AB":
+        textcat.add_label(label)
+    example = Example.from_dict(nlp.make_doc("x"), {"cats": {"A": 2.0, "B": 0.0}})
+    with pytest.raises(AlbertError, match=r"value 2.0 for category 'A'"):
+        textcat.get_loss([example], np.zeros((1, 2), "f"))
+
+
+def test_albert_stores_its_outputs_as_they_are():
+    """The shared component keeps each doc's output on the model's device, without a copy."""
+    from spacy_albert.layers.data import AlbertDocData
+    from spacy_albert.tokenization.alignment import Alignment
+
+    nlp = spacy.blank("en")
+    albert = nlp.add_pipe("albert", config={"model": ENCODER})
+    doc = nlp.make_doc("two words")
+    ops = albert.model.ops
+    alignment = Alignment(np.ones(2, "int32"), np.arange(2, dtype="int32"))
+    data = AlbertDocData(np.array([5, 6]), ops.alloc3f(1, 2, 4), alignment, ops.alloc2f(1, 4))
+    albert.set_annotations([doc], [data])
+    assert doc._.albert_data is data

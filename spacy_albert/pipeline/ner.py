@@ -24,7 +24,7 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model
+from thinc.api import CategoricalCrossentropy, Config, Model, Ops
 from thinc.types import Floats2d
 
 from ..errors import AlbertError
@@ -320,9 +320,19 @@ def _space_flags(doc: Doc) -> np.ndarray:
     return doc.to_array("IS_SPACE").astype(bool) if len(doc) else np.zeros(0, dtype=bool)
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+def _batch_log_softmax(ops: Ops, scores: List[Floats2d]) -> List[np.ndarray]:
+    """Each doc's log-softmax of its scores, computed on `ops` for the batch at once and
+    brought to the host (where decoding runs) in one transfer."""
+    scores = list(scores)
+    if not scores:
+        return []
+    lengths = [int(doc_scores.shape[0]) for doc_scores in scores]
+    flat = ops.asarray2f(ops.flatten(scores))
+    xp = ops.xp
+    if flat.shape[0]:
+        flat = flat - flat.max(axis=-1, keepdims=True)
+        flat = flat - xp.log(xp.exp(flat).sum(axis=-1, keepdims=True))
+    return np.split(ops.to_numpy(flat), np.cumsum(lengths)[:-1])
 
 
 class AlbertNER(PipeSerialization, HeadUpdateMixin, LengthSortedPipe, TrainablePipe):
@@ -424,7 +434,7 @@ class AlbertNER(PipeSerialization, HeadUpdateMixin, LengthSortedPipe, TrainableP
         tags, scheme = tuple(self.cfg["tags"]), self.cfg["scheme"]
         allowed, start, end = _cached_masks(tags, scheme)
         space_masks = _cached_space_masks(tags, scheme)
-        log_probs = [_log_softmax(self.model.ops.to_numpy(doc_scores)) for doc_scores in scores]
+        log_probs = _batch_log_softmax(self.model.ops, scores)
         spaces = [_space_flags(doc) for doc in docs]
         for doc, best in zip(docs, decode_batch(log_probs, allowed, start, end, spaces, space_masks)):
             spans = [Span(doc, a, b, label=label) for a, b, label in tag_spans(best, tags, scheme)]
@@ -497,23 +507,33 @@ class AlbertNER(PipeSerialization, HeadUpdateMixin, LengthSortedPipe, TrainableP
 
     def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> tuple[float, List[Floats2d]]:
         """Mean cross-entropy over tokens with a gold tag (the reference's loss). Whitespace
-        tokens are only ever pushed towards O, never towards an entity tag (see `_gold_ids`)."""
+        tokens are only ever pushed towards O, never towards an entity tag (see `_gold_ids`).
+
+        The gold is built once for the batch (one id array, -1 where missing) and the
+        arithmetic runs on `model.ops` over the batch's scores joined together: thinc's
+        `CategoricalCrossentropy` gives the gradient (softmax minus one-hot, none where the
+        gold is missing), and the loss is -log of the gold tag's probability (floored at
+        1e-12), both divided by the number of tokens with a gold tag."""
         validate_examples(examples, "AlbertNER.get_loss")
-        ops = self.model.ops
+        examples, scores = list(examples), list(scores)
+        if not scores:
+            return 0.0, []
+        ops, xp = self.model.ops, self.model.ops.xp
         index = self._tag_index
-        gold = [self._gold_ids(eg, index) for eg in examples]
-        n = max(1, sum(int((g >= 0).sum()) for g in gold))
-        loss, grads = 0.0, []
-        for doc_scores, ids in zip(scores, gold):
-            probs = ops.softmax(doc_scores, axis=-1)
-            d = ops.to_numpy(probs).copy()
-            known = ids >= 0
-            rows = np.flatnonzero(known)
-            loss -= float(np.log(np.maximum(d[rows, ids[rows]], 1e-12)).sum())
-            d[rows, ids[rows]] -= 1.0
-            d[~known] = 0.0
-            grads.append(ops.asarray2f(d / n))
-        return loss / n, grads
+        gold = np.concatenate([self._gold_ids(eg, index) for eg in examples] or [np.zeros(0, "int64")])
+        lengths = [int(doc_scores.shape[0]) for doc_scores in scores]
+        if len(gold) != sum(lengths):
+            raise ValueError(f"{self.name!r}: scores for {sum(lengths)} tokens, but the examples have {len(gold)}.")
+        rows = np.flatnonzero(gold >= 0)
+        n = max(1, len(rows))
+        probs = ops.softmax(ops.asarray2f(ops.flatten(scores)), axis=-1)
+        truths = ops.asarray1i(gold)
+        d_scores = CategoricalCrossentropy(normalize=False, missing_value=-1).get_grad(probs, truths)
+        d_scores /= n
+        rows_d = ops.asarray1i(rows)
+        picked = probs[rows_d, truths[rows_d]]
+        loss = 0.0 - float(xp.log(xp.maximum(picked, 1e-12)).sum(dtype="float64")) / n
+        return loss, ops.unflatten(d_scores, np.asarray(lengths, dtype="int32"))
 
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, object]:
         validate_examples(examples, "AlbertNER.score")

@@ -20,7 +20,7 @@ from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Config, Model
+from thinc.api import CategoricalCrossentropy, Config, Model
 from thinc.types import Floats2d
 
 from ..errors import AlbertError
@@ -172,7 +172,8 @@ class AlbertTextCategorizer(PipeSerialization, HeadUpdateMixin, LengthSortedPipe
                 doc.cats[label] = float(value)
 
     def _gold(self, examples: List[Example]) -> tuple[np.ndarray, np.ndarray]:
-        """Gold values [docs, labels] and a mask of the known ones."""
+        """Gold values [docs, labels] and a mask of the known ones (built on the host, from
+        the docs, as one array for the batch)."""
         truths = np.zeros((len(examples), len(self.labels)), dtype="float32")
         known = np.zeros_like(truths, dtype=bool)
         for i, eg in enumerate(examples):
@@ -181,29 +182,55 @@ class AlbertTextCategorizer(PipeSerialization, HeadUpdateMixin, LengthSortedPipe
                 raise AlbertError(f"{self.name!r} got categories {sorted(unknown)} that are not among {list(self.labels)}.")
             for j, label in enumerate(self.labels):
                 if label in eg.reference.cats:
-                    truths[i, j] = eg.reference.cats[label]
+                    value = eg.reference.cats[label]
+                    if not isinstance(value, (int, float, np.number)) or not 0.0 <= value <= 1.0:
+                        raise AlbertError(
+                            f"{self.name!r} got the value {value!r} for category {label!r}: gold values lie in [0, 1]."
+                        )
+                    truths[i, j] = value
                     known[i, j] = True
         return truths, known
 
     def get_loss(self, examples: Iterable[Example], logits: Floats2d) -> tuple[float, Floats2d]:
         """Cross-entropy (exclusive) or binary cross-entropy (multi-label), averaged as the
-        reference does; unknown gold values are ignored."""
+        reference does; unknown gold values are ignored.
+
+        Exclusive: the mean over docs whose gold is complete and not all zero (normalised to
+        sum to 1) of -sum(gold * log(max(p, 1e-12))). Multi-label: the mean over known values
+        of the binary cross-entropy, each log floored at log(1e-12), computed from the logits
+        (so that a confident logit gives no log(0)). The gradient with respect to the logits is
+        (probabilities - gold) over the same rows or values, from thinc's
+        `CategoricalCrossentropy`, divided by the same count. The gold is built on the host once
+        per batch; the arithmetic runs on `model.ops`."""
         examples = list(examples)
-        ops = self.model.ops
+        ops, xp = self.model.ops, self.model.ops.xp
         truths, known = self._gold(examples)
-        probs = ops.to_numpy(self._probabilities(logits))
+        logits = ops.asarray2f(logits)
+        probs = self._probabilities(logits)
         if self.cfg["exclusive_classes"]:
-            rows = known.all(axis=1) & (truths.sum(axis=1) > 0)
-            n = max(1, int(rows.sum()))
-            gold = truths / np.maximum(truths.sum(axis=1, keepdims=True), 1e-12)
-            loss = -float((gold * np.log(np.maximum(probs, 1e-12)))[rows].sum()) / n
-            d = np.where(rows[:, None], probs - gold, 0.0) / n
+            used = known.all(axis=1) & (truths.sum(axis=1) > 0)
+            n = max(1, int(used.sum()))
+            gold = ops.asarray2f(truths / np.maximum(truths.sum(axis=1, keepdims=True), 1e-12))
+            mask = ops.asarray2f(np.broadcast_to(used[:, None], truths.shape).astype("float32"))
+            rows = ops.asarray1i(np.flatnonzero(used))
+            log_probs = xp.log(xp.maximum(probs[rows], 1e-12))
+            loss = 0.0 - float((gold[rows] * log_probs).sum(dtype="float64")) / n
         else:
             n = max(1, int(known.sum()))
-            p = np.clip(probs, 1e-12, 1 - 1e-12)
-            loss = -float((truths * np.log(p) + (1 - truths) * np.log(1 - p))[known].sum()) / n
-            d = np.where(known, probs - truths, 0.0) / n
-        return loss, ops.asarray2f(d.astype("float32"))
+            gold = ops.asarray2f(truths)
+            mask = ops.asarray2f(known.astype("float32"))
+            rows, cols = (ops.asarray1i(a) for a in np.nonzero(known))
+            x, t = logits[rows, cols], gold[rows, cols]
+            # log p = -softplus(-x), log (1 - p) = -softplus(x), each at least log(1e-12)
+            floor = float(np.log(1e-12))
+            tail = xp.log1p(xp.exp(-xp.abs(x)))
+            log_p = xp.maximum(-(xp.maximum(-x, 0) + tail), floor)
+            log_not_p = xp.maximum(-(xp.maximum(x, 0) + tail), floor)
+            loss = 0.0 - float((t * log_p + (1 - t) * log_not_p).sum(dtype="float64")) / n
+        d_logits = CategoricalCrossentropy(normalize=False).get_grad(probs, gold)
+        d_logits *= mask
+        d_logits /= n
+        return loss, d_logits
 
     def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
         validate_examples(examples, "AlbertTextCategorizer.score")

@@ -1,5 +1,6 @@
 """`albert_fill_mask`: parity with transformers' fill-mask pipeline, the reference masking
-recipe, masked-LM training, serialization, export, and the shipped config."""
+recipe, masked-LM training (`get_loss` and its gradient, spaCy's `drop`, reproducibility),
+serialization, export, and the shipped config."""
 
 from __future__ import annotations
 
@@ -11,17 +12,20 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import spacy
 import torch
 import transformers
 from spacy.tokens import DocBin
 from spacy.training import Example
+from thinc.api import Adam
 
 from conftest import TINY_ALBERT
 from spacy_albert import AlbertTokenizerFast
 from spacy_albert.errors import AlbertError
-from spacy_albert.layers.task_model import export_task_model, get_module, run_task_model
+from spacy_albert.layers.data import PieceSequences
+from spacy_albert.layers.transformer import get_torch_encoder
 from spacy_albert.pipeline.fill_mask import AlbertFillMask, mask_tokens
 
 CONFIG = "configs/albert_fill_mask.cfg"
@@ -38,13 +42,15 @@ TRAIN_TEXTS = [
 ]
 
 
-def model_config(**overrides) -> dict:
-    return {"@architectures": "spacy-albert.AlbertTaskModel.v1", "task": "masked-lm", **TINY_ALBERT, **overrides}
+def model_config(dropout: float = 0.0, **encoder) -> dict:
+    """The masked-LM head over a tiny encoder (`encoder`: settings of the encoder)."""
+    encoder = {"@architectures": "spacy-albert.AlbertTransformer.v1", **TINY_ALBERT, **encoder}
+    return {"@architectures": "spacy-albert.MaskedLanguageModel.v1", "dropout": dropout, "encoder": encoder}
 
 
-def make_nlp(checkpoint: Path | None = None, **cfg) -> spacy.Language:
+def make_nlp(checkpoint: Path | None = None, model: dict | None = None, **cfg) -> spacy.Language:
     nlp = spacy.blank("en")
-    nlp.add_pipe("albert_fill_mask", config={"model": model_config(), **cfg})
+    nlp.add_pipe("albert_fill_mask", config={"model": model or model_config(), **cfg})
     if checkpoint is not None:  # as `[initialize.components.albert_fill_mask] checkpoint` does
         nlp.config["initialize"]["components"]["albert_fill_mask"] = {"checkpoint": str(checkpoint)}
         nlp.initialize()
@@ -196,8 +202,9 @@ def test_bad_inputs(mlm_checkpoint, fill_mask):
     with pytest.raises(ValueError, match="top_k"):
         make_nlp(top_k=0)
     nlp = spacy.blank("en")
-    with pytest.raises(ValueError, match="masked-lm"):
-        nlp.add_pipe("albert_fill_mask", config={"model": model_config(task="question-answering")})
+    qa_model = {"@architectures": "spacy-albert.QuestionAnswering.v1", "encoder": model_config()["encoder"]}
+    with pytest.raises(ValueError, match="MaskedLanguageModel"):
+        nlp.add_pipe("albert_fill_mask", config={"model": qa_model})
     uninitialized = make_nlp()
     with pytest.raises(AlbertError, match="initialize"):
         uninitialized(ONE_MASK)
@@ -219,7 +226,7 @@ def test_mask_tokens_matches_the_reference_collator(fill_mask, mlm_checkpoint, c
     sequences = [hf_tokenizer(line)["input_ids"] for line in corpus_lines[:16]]
     collator = transformers.DataCollatorForLanguageModeling(hf_tokenizer, mlm_probability=0.15, seed=42)
     expected = collator(sequences)
-    input_ids, _ = fill_mask._pad(sequences)
+    input_ids = fill_mask._pad(sequences)
     special = torch.isin(input_ids, torch.tensor(fill_mask.tokenizer.all_special_ids))
     masked, labels = mask_tokens(
         input_ids, special, mask_token_id=fill_mask.tokenizer.mask_token_id, vocab_size=len(fill_mask.tokenizer),
@@ -232,7 +239,7 @@ def test_mask_tokens_matches_the_reference_collator(fill_mask, mlm_checkpoint, c
 def test_masking_statistics(fill_mask, corpus_lines):
     tokenizer = fill_mask.tokenizer
     windows = [w for line in corpus_lines for w in fill_mask._windows(line)]
-    input_ids, _ = fill_mask._pad(windows)
+    input_ids = fill_mask._pad(windows)
     torch.manual_seed(0)
     masked, labels = fill_mask._mask(input_ids)
     special = torch.isin(input_ids, torch.tensor(tokenizer.all_special_ids))
@@ -252,17 +259,114 @@ def test_masking_statistics(fill_mask, corpus_lines):
     assert int(unchanged.sum()) / n == pytest.approx(0.1, abs=0.025)
 
 
-def test_training_loss_is_the_reference_loss(fill_mask, reference):
-    windows = [fill_mask._windows(text)[0] for text in TRAIN_TEXTS]
-    input_ids, attention_mask = fill_mask._pad(windows)
-    masked, labels = fill_mask._mask(input_ids, torch.Generator().manual_seed(3))
-    rows, cols = (labels != -100).nonzero(as_tuple=True)
-    logits = fill_mask._logits_at(masked, attention_mask, rows, cols, is_train=False)
-    ours = torch.nn.functional.cross_entropy(logits, labels[rows, cols])
-    inputs = {"input_ids": masked, "attention_mask": attention_mask, "labels": labels}
-    assert ours.item() == pytest.approx(run_task_model(fill_mask.model, inputs, is_train=False).loss.item(), abs=1e-5)
+def reference_batch(inputs: PieceSequences, labels: np.ndarray) -> dict:
+    """A masked batch as the reference model takes it: padded, with labels -100 elsewhere."""
+    longest = int(inputs.lengths.max())
+    input_ids = torch.zeros((len(inputs.ids), longest), dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for i, ids in enumerate(inputs.ids):
+        input_ids[i, : len(ids)] = torch.from_numpy(ids)
+        attention_mask[i, : len(ids)] = 1
+    flat = torch.full((int(inputs.lengths.sum()),), -100, dtype=torch.long)
+    flat[torch.from_numpy(inputs.rows)] = torch.from_numpy(labels)
+    gold = torch.full(input_ids.shape, -100, dtype=torch.long)
+    for i, (offset, length) in enumerate(zip(inputs.offsets, inputs.lengths)):
+        gold[i, :length] = flat[offset : offset + length]
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": gold}
+
+
+def mlm_examples(nlp, texts=TRAIN_TEXTS):
+    return [Example(nlp.make_doc(t), nlp.make_doc(t)) for t in texts]
+
+
+def test_masked_inputs_are_the_collators_batch(fill_mask):
+    """The training batch is the reference collator's on the padded windows: the same masks,
+    the rows are the selected positions, the labels the original pieces there."""
+    examples = mlm_examples(spacy.blank("en"))
+    windows = [w for eg in examples for w in fill_mask._windows(eg.predicted.text)]
+    inputs, labels = fill_mask.masked_inputs(examples, torch.Generator().manual_seed(3))
+    masked, gold = fill_mask._mask(fill_mask._pad(windows), torch.Generator().manual_seed(3))
+    assert [ids.tolist() for ids in inputs.ids] == [masked[i, : len(w)].tolist() for i, w in enumerate(windows)]
+    batch = reference_batch(inputs, labels)
+    assert torch.equal(batch["labels"][batch["attention_mask"].bool()], gold[batch["attention_mask"].bool()])
+    flat = np.concatenate([np.asarray(w) for w in windows])
+    assert labels.dtype == np.int64 and np.array_equal(labels, flat[inputs.rows])
+    assert len(labels) > 0 and np.all(np.diff(inputs.rows) > 0)
+
+
+def test_get_loss_is_the_reference_loss_and_its_gradient(fill_mask, reference):
+    """`get_loss` on the scores `predict` and `begin_update` give: the reference model's own
+    masked-LM loss, and the gradient torch's autograd gives for it."""
+    examples = mlm_examples(spacy.blank("en"))
+    inputs, labels = fill_mask.masked_inputs(examples, torch.Generator().manual_seed(3))
+    scores = fill_mask.model.predict(inputs)
+    assert scores.shape == (len(labels), len(fill_mask.tokenizer)) and scores.dtype == np.float32
+    loss, d_scores = fill_mask.get_loss(examples, scores)
     with torch.no_grad():
-        assert ours.item() == pytest.approx(reference.model(**inputs).loss.item(), abs=1e-5)
+        expected = reference.model(**reference_batch(inputs, labels)).loss.item()
+    assert loss == pytest.approx(expected, abs=1e-5)
+    logits = torch.tensor(scores, requires_grad=True)
+    torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels)).backward()
+    assert isinstance(d_scores, np.ndarray) and d_scores.shape == scores.shape
+    np.testing.assert_allclose(d_scores, logits.grad.numpy(), atol=1e-7, rtol=1e-5)
+    # A central finite difference on a few entries (the gold piece and another of a row).
+    for row, col in [(0, int(labels[0])), (0, 7), (len(labels) - 1, int(labels[-1]))]:
+        plus, minus = scores.astype("float64"), scores.astype("float64")
+        plus[row, col] += 1e-2
+        minus[row, col] -= 1e-2
+        numeric = (fill_mask.get_loss(examples, plus)[0] - fill_mask.get_loss(examples, minus)[0]) / 2e-2
+        assert d_scores[row, col] == pytest.approx(numeric, abs=2e-4)  # float32 losses
+    # begin_update (drop 0, no dropout in the encoder) gives the same scores, and get_loss takes them.
+    train_scores, backprop = fill_mask.model.begin_update(inputs)
+    np.testing.assert_allclose(train_scores, scores, atol=1e-5)
+    assert fill_mask.get_loss(examples, train_scores)[0] == pytest.approx(loss, abs=1e-5)
+    # Explicit labels; scores of another batch are refused.
+    assert fill_mask.get_loss(examples, scores, labels=labels)[0] == loss
+    with pytest.raises(ValueError, match="masked pieces"):
+        fill_mask.get_loss(examples, scores[:-1])
+
+
+def test_get_loss_needs_a_masked_batch(mlm_checkpoint):
+    fill_mask = make_nlp(mlm_checkpoint).get_pipe("albert_fill_mask")
+    scores = np.zeros((2, len(fill_mask.tokenizer)), dtype="float32")
+    with pytest.raises(AlbertError, match="masked_inputs"):
+        fill_mask.get_loss([], scores)
+    loss, d_scores = fill_mask.get_loss([], scores[:0], labels=np.zeros((0,), dtype="int64"))
+    assert loss == 0.0 and d_scores.shape == (0, len(fill_mask.tokenizer))
+
+
+def _update_losses(state: bytes, drop: float, steps: int = 2) -> list[float]:
+    """Losses of `steps` nlp.update calls from a freshly loaded pipeline and seed 0."""
+    nlp = make_nlp()
+    nlp.from_bytes(state)
+    examples = mlm_examples(nlp)
+    spacy.util.fix_random_seed(0)  # numpy (thinc's dropout) and torch (the masks)
+    optimizer = Adam(1e-3)
+    return [nlp.update(examples, drop=drop, sgd=optimizer)["albert_fill_mask"] for _ in range(steps)]
+
+
+def test_update_is_reproducible_and_honours_drop(nlp):
+    state = nlp.to_bytes()
+    first, again = _update_losses(state, 0.0), _update_losses(state, 0.0)
+    assert first == again and all(loss > 0 for loss in first)
+    assert first[1] != first[0]  # the second step saw the first one's update (and other masks)
+    dropped = _update_losses(state, 0.1)
+    assert dropped[0] != first[0]  # the same masks, the head's dropout on
+    assert dropped == _update_losses(state, 0.1)
+
+
+def test_drop_sets_the_head_dropout(fill_mask):
+    from thinc.api import set_dropout_rate
+
+    examples = mlm_examples(spacy.blank("en"))
+    inputs, _ = fill_mask.masked_inputs(examples, torch.Generator().manual_seed(1))
+    try:
+        set_dropout_rate(fill_mask.model, 0.5)
+        assert fill_mask.model.get_ref("dropout").attrs["dropout_rate"] == 0.5
+        dropped, _ = fill_mask.model.begin_update(inputs)
+        assert not np.allclose(dropped, fill_mask.model.predict(inputs), atol=1e-3)  # prediction: no dropout
+    finally:
+        set_dropout_rate(fill_mask.model, 0.0)
 
 
 # ---- training, serialization, export ----------------------------------------------------------
@@ -299,18 +403,26 @@ def test_update_without_pieces_and_empty_docs(mlm_checkpoint):
     nlp = make_nlp(mlm_checkpoint)
     fill_mask = nlp.get_pipe("albert_fill_mask")
     examples = [Example(nlp.make_doc(t), nlp.make_doc(t)) for t in ("", "   ")]
+    torch.manual_seed(0)  # "   " is one piece ("▁"), which this seed does not select
     assert fill_mask.update(examples, sgd=nlp.create_optimizer()) == {"albert_fill_mask": 0.0}
+    assert len(fill_mask.masked_inputs(examples[:1])[1]) == 0  # "": no window at all
     assert fill_mask.mlm_scores(examples) == {"mlm_acc": None, "mlm_loss": None}
 
 
 def test_long_training_docs_are_windowed(mlm_checkpoint):
-    nlp = make_nlp(mlm_checkpoint, max_batch_pieces=200)
+    nlp = make_nlp(mlm_checkpoint, model=model_config(max_batch_pieces=200))  # the encoder runs chunks
     fill_mask = nlp.get_pipe("albert_fill_mask")
     text = " ".join(TRAIN_TEXTS * 4)
     windows = fill_mask._windows(text)
     assert len(windows) > 2 and all(len(w) <= fill_mask.window for w in windows)
     assert sum(len(w) - 2 for w in windows) == len(fill_mask.tokenizer(text, add_special_tokens=False)["input_ids"])
-    losses = fill_mask.update([Example(nlp.make_doc(text), nlp.make_doc(text))], sgd=nlp.create_optimizer())
+    examples = [Example(nlp.make_doc(text), nlp.make_doc(text))]
+    # Scoring hands the encoder at most max_batch_pieces pieces at a time: the same scores.
+    unchunked = make_nlp(mlm_checkpoint).get_pipe("albert_fill_mask").mlm_scores(examples)
+    chunked = fill_mask.mlm_scores(examples)
+    assert chunked["mlm_acc"] == unchunked["mlm_acc"]
+    assert chunked["mlm_loss"] == pytest.approx(unchunked["mlm_loss"], abs=1e-5)
+    losses = fill_mask.update(examples, sgd=nlp.create_optimizer())
     assert losses["albert_fill_mask"] > 0
 
 
@@ -334,15 +446,21 @@ def test_save_load_keeps_predictions(trained, tmp_path):
 
 def test_export_loads_in_transformers(trained, tmp_path):
     fill_mask = trained[0].get_pipe("albert_fill_mask")
-    export_task_model(fill_mask.model, tmp_path / "export")
+    assert fill_mask.export(tmp_path / "export") == tmp_path / "export"
     model = transformers.AlbertForMaskedLM.from_pretrained(tmp_path / "export").eval()
     tokenizer = transformers.AlbertTokenizerFast.from_pretrained(tmp_path / "export")
     inputs = tokenizer([ONE_MASK, TWO_MASKS], padding=True, return_tensors="pt")
     assert inputs["input_ids"].tolist() == fill_mask.tokenizer([ONE_MASK, TWO_MASKS], padding=True)["input_ids"]
     with torch.no_grad():
-        theirs = model(**inputs).logits
-        ours = get_module(fill_mask.model).eval()(**inputs).logits
-    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+        theirs = model(**inputs).logits[inputs["attention_mask"].bool()]  # every real position
+    ids = [row[mask.bool()].numpy() for row, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+    n_positions = sum(len(i) for i in ids)
+    ours = fill_mask.model.predict(PieceSequences(ids, rows=np.arange(n_positions)))
+    torch.testing.assert_close(torch.from_numpy(ours), theirs, atol=1e-5, rtol=1e-5)
+    # The MLM head's decoder is the word embedding matrix in both.
+    module = get_torch_encoder(fill_mask.encoder)
+    assert module.predictions.decoder.weight is module.albert.embeddings.word_embeddings.weight
+    torch.testing.assert_close(model.predictions.decoder.weight, module.albert.embeddings.word_embeddings.weight)
     pipe = transformers.pipeline("fill-mask", model=model, tokenizer=tokenizer, device="cpu")
     assert_same_fills(fill_mask.fill(TWO_MASKS), pipe(TWO_MASKS))
 
@@ -373,7 +491,7 @@ def raw_corpus(tmp_path):
 
 
 def overrides(checkpoint, train, dev) -> list[str]:
-    shapes = [f"--components.albert_fill_mask.model.{k}={v}" for k, v in TINY_ALBERT.items()]
+    shapes = [f"--components.albert_fill_mask.model.encoder.{k}={v}" for k, v in TINY_ALBERT.items()]
     return shapes + [f"--paths.train={train}", f"--paths.dev={dev}", f"--paths.checkpoint={checkpoint}"]
 
 
@@ -407,3 +525,35 @@ def test_spacy_train_learns_and_saves_a_loadable_pipeline(mlm_checkpoint, raw_co
     before, after = make_nlp(mlm_checkpoint).evaluate(dev), nlp.evaluate(dev)
     assert after["mlm_acc"] == pytest.approx(last / 100) and before["mlm_acc"] == pytest.approx(first / 100)
     assert after["mlm_loss"] < before["mlm_loss"] - 1.0
+
+
+def train_in_process(checkpoint: Path, train: Path, dev: Path, output: Path, dropout: float) -> list[float]:
+    """`spacy train` of the shipped config for four steps; the losses it logged."""
+    from spacy.cli.train import train as spacy_train
+
+    log = output / "train.jsonl"
+    shapes = {f"components.albert_fill_mask.model.encoder.{k}": v for k, v in TINY_ALBERT.items()}
+    spacy_train(
+        Path(CONFIG), output / "out",
+        overrides={
+            **shapes, "paths.train": str(train), "paths.dev": str(dev), "paths.checkpoint": str(checkpoint),
+            "training.dropout": dropout, "training.max_steps": 4, "training.eval_frequency": 2,
+            "training.optimizer.learn_rate.warmup_steps": 1, "training.optimizer.learn_rate.initial_rate": 0.01,
+            "training.batcher.size": 100, "training.logger.@loggers": "spacy.ConsoleLogger.v3",
+            "training.logger.output_file": str(log), "training.logger.progress_bar": None,
+        },
+    )  # fmt: skip
+    return [e["losses"]["albert_fill_mask"] for e in map(json.loads, log.read_text().splitlines())]
+
+
+def test_spacy_train_honours_training_dropout(mlm_checkpoint, raw_corpus, tmp_path):
+    """`[training] dropout` reaches the head: the same config and seed train to the same losses
+    with dropout 0.0 every time, and to other ones with 0.3."""
+    without = train_in_process(mlm_checkpoint, *raw_corpus, tmp_path / "a", 0.0)
+    assert len(without) == 3 and without[-1] > 0
+    assert train_in_process(mlm_checkpoint, *raw_corpus, tmp_path / "b", 0.0) == without
+    with_dropout = train_in_process(mlm_checkpoint, *raw_corpus, tmp_path / "c", 0.3)
+    assert with_dropout[1] != without[1]
+    weights = [get_torch_encoder(spacy.load(tmp_path / run / "out" / "model-last").get_pipe("albert_fill_mask").encoder)
+               .albert.embeddings.word_embeddings.weight for run in "abc"]  # fmt: skip
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])

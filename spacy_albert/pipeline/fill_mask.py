@@ -1,5 +1,12 @@
 """`albert_fill_mask`: ALBERT's masked-language-model head as a spaCy component.
 
+The model is `spacy-albert.MaskedLanguageModel.v1` over an `spacy-albert.AlbertTransformer.v1`
+encoder of its own: the component builds the piece sequences itself (its windows of the text,
+[CLS] ... [SEP], with the masked positions as `PieceSequences.rows`) and the model returns the
+vocabulary logits [n_rows, vocab] at those rows. The reference's MLM head (`predictions`, its
+decoder tied to the word embeddings) lives in the encoder: it loads from a checkpoint's
+`predictions.*`, is saved with the pipeline and exported with the encoder.
+
 * Prediction: for a doc whose text contains the tokenizer's mask token (``[MASK]``, several
   allowed), `doc._.mask_fills` holds one list per mask (in text order), each the top-k
   candidates as dicts ``{"score", "token", "token_str", "sequence"}`` exactly as
@@ -14,20 +21,33 @@
 * Training (`update`): masked-LM updates on raw docs, e.g. for domain adaptation, with the
   reference recipe (`DataCollatorForLanguageModeling`: ``mlm_probability`` of the non-special
   pieces selected, of those 80% replaced by [MASK], 10% by a random piece, 10% unchanged;
-  labels -100 elsewhere), on windows of ``max_position_embeddings - 2`` pieces. Masks are
-  drawn from torch's global generator, which `spacy train` seeds.
+  labels -100 elsewhere), drawn over the batch's windows (``max_position_embeddings - 2``
+  pieces each, padded to the longest as the collator pads them) from torch's global
+  generator, which `spacy train` seeds. `masked_inputs(examples)` gives the model's input
+  (rows: the selected positions) and the gold piece ids of those rows, and keeps the labels
+  for `get_loss(examples, scores)`: the mean cross-entropy over the selected pieces and its
+  gradient w.r.t. the logits. `update` is the usual thinc step (`begin_update`, `get_loss`,
+  backprop, `finish_update`): spaCy's `drop` sets the head's dropout (on the hidden states
+  of the selected pieces), the encoder's own dropout is its configured
+  `hidden_dropout_prob` / `attention_probs_dropout_prob`.
 * Score: `mlm_acc` (the share of masked pieces predicted right) and `mlm_loss` (their mean
-  cross-entropy) on the examples' texts, masked with the same recipe from a generator seeded
-  with ``eval_seed``, so that scores are comparable between runs and steps.
+  cross-entropy) on the examples' texts, masked window by window with the same recipe from a
+  generator seeded with ``eval_seed``, so that scores are comparable between runs and steps.
+* `export(directory)` writes encoder + MLM head as an `AlbertForMaskedLM` checkpoint with its
+  tokenizer.
+
+Batching: the encoder runs its inputs in chunks of at most its own `max_batch_pieces`
+positions; scoring also hands it at most that many pieces per call, which bounds the logits
+held at once.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 import warnings
-from itertools import islice
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
@@ -35,11 +55,16 @@ from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.types import Floats2d
 
 from ..errors import AlbertError
-from ..layers.task_model import export_task_model, get_module, task_autocast, get_tokenizer, load_task_checkpoint
-from .guards import check_gradients, check_loss, next_step
+from ..layers.data import PieceSequences
+from ..layers.state import AlbertState
+from ..layers.transformer import albert_state, load_checkpoint, settings_of
+from ..models.modeling_albert import AlbertForMaskedLM
+from .encoder_heads import export_checkpoint
+from .guards import check_arrays, check_gradients, check_loss, next_step
 from .serialization import PipeSerialization, claim_encoders
 
 DOC_EXTENSION = "mask_fills"
@@ -48,11 +73,15 @@ if not Doc.has_extension(DOC_EXTENSION):
 
 Fill = Dict[str, Any]  # {"score": float, "token": int, "token_str": str, "sequence": str}
 Targets = Optional[Union[str, List[str]]]
+MLM_ARCHITECTURE = "spacy-albert.MaskedLanguageModel.v1"
 
 DEFAULT_FILL_MASK_MODEL = """
 [model]
-@architectures = "spacy-albert.AlbertTaskModel.v1"
-task = "masked-lm"
+@architectures = "spacy-albert.MaskedLanguageModel.v1"
+dropout = 0.0
+
+[model.encoder]
+@architectures = "spacy-albert.AlbertTransformer.v1"
 checkpoint = null
 """
 
@@ -78,7 +107,6 @@ def score_fill_mask(
         "targets": None,
         "mlm_probability": 0.15,
         "eval_seed": 0,
-        "max_batch_pieces": 4096,
         "scorer": {"@scorers": "spacy-albert.fill_mask_scorer.v1"},
     },
     assigns=[f"doc._.{DOC_EXTENSION}"],
@@ -92,25 +120,24 @@ def make_albert_fill_mask(
     targets: Targets,
     mlm_probability: float,
     eval_seed: int,
-    max_batch_pieces: int,
     scorer: Optional[Callable],
 ) -> "AlbertFillMask":
     """Construct the masked-LM component (fill-mask prediction and masked-LM training)."""
     return AlbertFillMask(
         nlp.vocab, model, name, top_k=top_k, targets=targets, mlm_probability=mlm_probability,
-        eval_seed=eval_seed, max_batch_pieces=max_batch_pieces, scorer=scorer,
+        eval_seed=eval_seed, scorer=scorer,
     )  # fmt: skip
 
 
 class AlbertFillMask(PipeSerialization, TrainablePipe):
     """Fill [MASK] pieces with ALBERT's masked-LM head; train it on raw text.
 
-    The model is `spacy-albert.AlbertTaskModel.v1` with task "masked-lm"; its weights and
-    vocabulary come from a Hugging Face checkpoint: the architecture's `checkpoint` setting, or
+    The model is `spacy-albert.MaskedLanguageModel.v1` with its own encoder; weights and
+    vocabulary come from a Hugging Face checkpoint: the encoder's `checkpoint` setting, or
     `initialize(checkpoint=...)` (in a config: `[initialize.components.<name>] checkpoint`).
     """
 
-    config_cfg_keys = ("top_k", "targets", "mlm_probability", "eval_seed", "max_batch_pieces")  # settings from the config, also at load
+    config_cfg_keys = ("top_k", "targets", "mlm_probability", "eval_seed")  # settings from the config, also at load
 
     def __init__(
         self,
@@ -122,17 +149,16 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
         targets: Targets = None,
         mlm_probability: float = 0.15,
         eval_seed: int = 0,
-        max_batch_pieces: int = 4096,
         scorer: Optional[Callable] = score_fill_mask,
     ) -> None:
-        if model.attrs.get("task") != "masked-lm":
-            task = model.attrs.get("task")
-            raise ValueError(f"albert_fill_mask needs an AlbertTaskModel with task 'masked-lm', not {task!r}.")
+        if model.name != "albert_mlm_head" or not model.has_ref("encoder"):
+            raise ValueError(
+                f"albert_fill_mask needs a {MLM_ARCHITECTURE} model (a masked-LM head over "
+                f"spacy-albert.AlbertTransformer.v1), not {model.name!r}."
+            )
         _check_top_k(top_k)
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError(f"mlm_probability={mlm_probability!r}; it must lie strictly between 0 and 1.")
-        if max_batch_pieces < 1:
-            raise ValueError(f"max_batch_pieces={max_batch_pieces!r}; it must be positive.")
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -142,9 +168,10 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
             "targets": targets,
             "mlm_probability": mlm_probability,
             "eval_seed": eval_seed,
-            "max_batch_pieces": max_batch_pieces,
         }
         self._target_cache: Dict[Any, Optional[List[int]]] = {}
+        # The gold piece ids of the rows of the last `masked_inputs` batch (see `get_loss`).
+        self._pending_labels: Optional[np.ndarray] = None
         claim_encoders(self.model, name)
 
     # ---- settings --------------------------------------------------------------------------
@@ -162,21 +189,32 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
         return self.cfg["mlm_probability"]
 
     @property
+    def encoder(self) -> Model:
+        """The component's own `AlbertTransformer`."""
+        return self.model.get_ref("encoder")
+
+    @property
+    def _state(self) -> AlbertState:
+        return albert_state(self.encoder)
+
+    @property
     def tokenizer(self) -> Any:
         """The checkpoint's `AlbertTokenizerFast` (a clear error before `initialize`)."""
-        return get_tokenizer(self.model)
+        state = self._state
+        state.backend  # raises a clear error when no checkpoint was loaded
+        return state.tokenizer
 
     @property
     def window(self) -> int:
         """The most pieces one forward pass takes, [CLS] and [SEP] included."""
-        return int(get_module(self.model).config.max_position_embeddings)
+        return int(self._state.config.max_position_embeddings)
 
     # ---- prediction ------------------------------------------------------------------------
 
-
     def export(self, directory: str | Path) -> Path:
-        """Write encoder + head and tokenizer as a Hugging Face checkpoint transformers loads."""
-        return export_task_model(self.model, directory)
+        """Write encoder + MLM head and tokenizer as an `AlbertForMaskedLM` checkpoint that
+        transformers loads."""
+        return export_checkpoint(self.encoder, AlbertForMaskedLM, {}, directory)
 
     def predict(self, docs: Iterable[Doc]) -> List[List[List[Fill]]]:
         """For each doc, one list of candidates per mask (`[]` for a doc without masks)."""
@@ -206,8 +244,8 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
         if mask_id is None:
             raise AlbertError("The tokenizer defines no mask token, so there is nothing to fill.")
         target_ids = self._target_ids(targets)
-        all_ids = [enc.ids for enc in self.model.attrs["albert"].backend.encode_batch(list(texts))]
-        # Forward passes: (input ids, [(text index, mask index in the text, position in the input)]).
+        all_ids = [enc.ids for enc in self._state.backend.encode_batch(list(texts))]
+        # Forward windows: (input ids, [(text index, mask index in the text, position in the window)]).
         requests: List[Tuple[List[int], List[Tuple[int, int, int]]]] = []
         mask_positions: List[List[int]] = []
         for t, ids in enumerate(all_ids):
@@ -216,14 +254,14 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
             if positions:
                 requests.extend(self._fill_requests(t, ids, positions))
         probs: Dict[Tuple[int, int], torch.Tensor] = {}
-        for chunk in self._chunks(requests):
-            input_ids, attention_mask = self._pad([ids for ids, _ in chunk])
-            rows = torch.tensor([r for r, (_, where) in enumerate(chunk) for _ in where], dtype=torch.long)
-            cols = torch.tensor([pos for _, where in chunk for (_, _, pos) in where], dtype=torch.long)
-            logits = self._logits_at(input_ids, attention_mask, rows, cols, is_train=False)
-            chunk_probs = logits.float().softmax(dim=-1).cpu()
-            keys = [(t, m) for _, where in chunk for (t, m, _) in where]
-            probs.update(zip(keys, chunk_probs))
+        if requests:
+            windows = [np.asarray(ids, dtype="int64") for ids, _ in requests]
+            offsets = _offsets(windows)
+            rows = [offsets[r] + pos for r, (_, where) in enumerate(requests) for (_, _, pos) in where]
+            logits = self.model.predict(PieceSequences(windows, rows=np.asarray(rows, dtype="int64")))
+            all_probs = _to_torch(self.model, logits).softmax(dim=-1)
+            keys = [(t, m) for _, where in requests for (t, m, _) in where]
+            probs.update(zip(keys, all_probs))
         results: List[List[List[Fill]]] = []
         for t, ids in enumerate(all_ids):
             positions = mask_positions[t]
@@ -239,7 +277,7 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
     def _fill_requests(
         self, t: int, ids: List[int], positions: List[int]
     ) -> List[Tuple[List[int], List[Tuple[int, int, int]]]]:
-        """One pass over the whole text when it fits, else one window per mask (centred on it)."""
+        """One window with the whole text when it fits, else one per mask (centred on it)."""
         if len(ids) <= self.window:
             return [(ids, [(t, m, pos) for m, pos in enumerate(positions)])]
         content, size = ids[1:-1], self.window - 2
@@ -287,7 +325,7 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
         if key in self._target_cache:
             return self._target_cache[key]
         vocab = tokenizer.get_vocab()
-        backend = self.model.attrs["albert"].backend
+        backend = self._state.backend
         target_ids = []
         for target in targets:
             id_ = vocab.get(target, None)
@@ -311,59 +349,24 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
         self._target_cache[key] = target_ids
         return target_ids
 
-    # ---- model plumbing --------------------------------------------------------------------
-
-    def _chunks(self, requests: List[Any]) -> Iterator[List[Any]]:
-        """Requests (`(ids, ...)`) in groups of at most `max_batch_pieces` padded pieces."""
-        limit, chunk, longest = self.cfg["max_batch_pieces"], [], 0
-        for request in requests:
-            longer = max(longest, len(request[0]))
-            if chunk and longer * (len(chunk) + 1) > limit:
-                yield chunk
-                chunk, longer = [], len(request[0])
-            chunk.append(request)
-            longest = longer
-        if chunk:
-            yield chunk
-
-    def _pad(self, sequences: List[List[int]]) -> Tuple[torch.Tensor, torch.Tensor]:
-        pad_id = self.tokenizer.pad_token_id or 0
-        length = max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
-        for i, s in enumerate(sequences):
-            input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-            attention_mask[i, : len(s)] = 1
-        return input_ids, attention_mask
-
-    def _logits_at(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        rows: torch.Tensor,
-        cols: torch.Tensor,
-        *,
-        is_train: bool,
-    ) -> torch.Tensor:
-        """The masked-LM head's logits at the pieces (rows, cols) only: the head works piece by
-        piece, so these equal `AlbertForMaskedLM(...).logits[rows, cols]` without the
-        (batch, length, vocabulary) tensor."""
-        module = get_module(self.model)
-        module.train(is_train)
-        device = next(module.parameters()).device
-        with torch.set_grad_enabled(is_train), task_autocast(self.model, device):
-            hidden = module.albert(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), return_dict=True
-            ).last_hidden_state
-            return module.predictions(hidden[rows.to(device), cols.to(device)])
+    # ---- masking ---------------------------------------------------------------------------
 
     def _windows(self, text: str) -> List[List[int]]:
         """The text's pieces in consecutive windows of `window - 2`, each as [CLS] ... [SEP]."""
         tokenizer = self.tokenizer
-        content = self.model.attrs["albert"].backend.encode(text, add_special_tokens=False).ids
+        content = self._state.backend.encode(text, add_special_tokens=False).ids
         size = self.window - 2
         cls, sep = [tokenizer.cls_token_id], [tokenizer.sep_token_id]
         return [cls + content[i : i + size] + sep for i in range(0, len(content), size)]
+
+    def _pad(self, sequences: List[List[int]]) -> torch.Tensor:
+        """The sequences as one [n, longest] tensor padded with the pad piece, as the reference
+        collator pads a batch before masking it."""
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(sequences), max(map(len, sequences))), pad_id, dtype=torch.long)
+        for i, s in enumerate(sequences):
+            input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        return input_ids
 
     def _mask(
         self, input_ids: torch.Tensor, generator: Optional[torch.Generator] = None
@@ -377,6 +380,29 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
             mlm_probability=self.mlm_probability, generator=generator,
         )  # fmt: skip
 
+    def masked_inputs(
+        self, examples: Iterable[Example], generator: Optional[torch.Generator] = None
+    ) -> Tuple[PieceSequences, np.ndarray]:
+        """A training batch: the windows of the examples' predicted texts, padded into one
+        tensor and masked with the reference recipe (from `generator`, default torch's global
+        one), as the model's input (`rows`: the flat positions of the selected pieces, in
+        order) and the gold piece ids of those rows (int64, one per row).
+
+        The labels are also kept on the component: `get_loss(examples, scores)` uses those of
+        the last call (`update` calls it once per step)."""
+        windows = [w for eg in examples for w in self._windows(eg.predicted.text)]
+        if not windows:
+            inputs, labels = PieceSequences([], rows=np.zeros((0,), dtype="int64")), np.zeros((0,), dtype="int64")
+        else:
+            # Padding is special too, so it is never selected (as in the reference collator).
+            masked, gold = self._mask(self._pad(windows), generator)
+            ids = [masked[i, : len(w)].numpy().astype("int64") for i, w in enumerate(windows)]
+            which, positions = (gold != -100).nonzero(as_tuple=True)
+            rows = (_offsets(ids)[which.numpy()] + positions.numpy()).astype("int64")
+            inputs, labels = PieceSequences(ids, rows=rows), gold[which, positions].numpy().astype("int64")
+        self._pending_labels = labels
+        return inputs, labels
+
     # ---- training --------------------------------------------------------------------------
 
     def update(
@@ -387,48 +413,71 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
         sgd: Optional[Optimizer] = None,
         losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
-        """One masked-LM step on the examples' texts: mask with the reference recipe, take the
-        mean cross-entropy over the masked pieces, backpropagate (in chunks of at most
-        `max_batch_pieces` pieces, with the gradient of the whole batch's mean) and let `sgd`
-        update the weights. Dropout comes from the checkpoint's config, not `drop`. A
-        non-finite loss (checked per chunk, before its backward pass) or gradient (checked
-        before the optimizer step) raises `NonFiniteError` naming the component and its
-        update step, with the gradients cleared and the weights unchanged (see `guards`)."""
+        """One masked-LM step on the examples' texts: mask with the reference recipe
+        (`masked_inputs`), run the model (`drop` sets the head's dropout), take the mean
+        cross-entropy over the masked pieces (`get_loss`), backpropagate and let `sgd` update
+        the weights. A batch without a selected piece changes nothing. A non-finite loss or
+        gradient of the scores (checked before the backward pass) or of the weights (checked
+        after it) raises `NonFiniteError` naming the component and its update step, with the
+        gradients cleared and the weights unchanged (see `guards`)."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, "AlbertFillMask.update")
         step = next_step(self)
-        windows = [w for eg in examples for w in self._windows(eg.predicted.text)]
-        batches = []
-        for chunk in self._chunks([(w,) for w in windows]):
-            input_ids, attention_mask = self._pad([w for (w,) in chunk])
-            # Padding is special too, so it is never selected (as in the reference collator).
-            masked, labels = self._mask(input_ids)
-            batches.append((masked, attention_mask, labels))
-        total = sum(int((labels != -100).sum()) for _, _, labels in batches)
-        if total == 0:
+        inputs, labels = self.masked_inputs(examples)
+        if len(labels) == 0:
             return losses
-        loss_sum = 0.0
-        for masked, attention_mask, labels in batches:
-            rows, cols = (labels != -100).nonzero(as_tuple=True)
-            if rows.numel() == 0:
-                continue
-            logits = self._logits_at(masked, attention_mask, rows, cols, is_train=True)
-            targets = labels[rows, cols].to(logits.device)
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
-            check_loss(self.name, step, loss, self.model)
-            (loss / total).backward()
-            loss_sum += float(loss.detach())
+        set_dropout_rate(self.model, drop)
+        scores, backprop = self.model.begin_update(inputs)
+        loss, d_scores = self.get_loss(examples, scores)
+        check_loss(self.name, step, loss, self.model)
+        check_arrays(self.name, step, "gradient of the scores", d_scores, self.model)
+        backprop(d_scores)
         check_gradients(self.name, step, self.model)
         if sgd is not None:
             self.finish_update(sgd)
-        losses[self.name] += loss_sum / total
+        losses[self.name] += loss
         return losses
 
-    def get_loss(self, examples: Iterable[Example], scores: Any) -> Tuple[float, Any]:
-        raise NotImplementedError("AlbertFillMask computes its masked-LM loss in torch, inside update().")
+    def get_loss(
+        self, examples: Iterable[Example], scores: Floats2d, *, labels: Optional[Any] = None
+    ) -> Tuple[float, Floats2d]:
+        """The mean cross-entropy of the logits `scores` [n_rows, vocab] (the model's output
+        for a `masked_inputs` batch) against the gold piece ids of their rows, and its
+        gradient w.r.t. `scores` (on the model's ops: numpy or cupy).
+
+        The gold ids are `labels` when given, else those of the last `masked_inputs` call
+        (the masking is random, so they cannot be recomputed from `examples`)."""
+        labels = self._pending_labels if labels is None else labels
+        if labels is None:
+            raise AlbertError(
+                f"{self.name!r}: get_loss needs the gold pieces of the masked rows: build the batch with "
+                "masked_inputs(examples) (update does), or pass labels=..."
+            )
+        ops = self.model.ops
+        xp = ops.xp
+        scores = ops.asarray2f(scores)
+        n = len(labels)
+        if scores.shape[0] != n:
+            raise ValueError(
+                f"{self.name!r}: {scores.shape[0]} rows of scores for {n} masked pieces: the scores are not "
+                "the model's output for the last masked_inputs batch."
+            )
+        if n == 0:
+            return 0.0, ops.alloc2f(*scores.shape)
+        gold = ops.asarray1i(labels)
+        index = xp.arange(n)
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        exp = xp.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        losses = xp.log(total[:, 0]) - shifted[index, gold]
+        loss = float(losses.astype("float64").mean())
+        d_scores = exp / total
+        d_scores[index, gold] -= 1.0
+        d_scores /= n
+        return loss, d_scores
 
     def mlm_scores(self, examples: Iterable[Example]) -> Dict[str, Optional[float]]:
         """Masked-piece accuracy (`mlm_acc`) and mean cross-entropy (`mlm_loss`) on the
@@ -436,27 +485,39 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
         `eval_seed` (window by window, in order), so the same examples always get the same
         masks. None when no piece was selected."""
         generator = torch.Generator().manual_seed(int(self.cfg["eval_seed"]))
-        requests = []
+        requests: List[Tuple[np.ndarray, np.ndarray, torch.Tensor]] = []  # (masked ids, positions, gold)
         for eg in examples:
             for window in self._windows(eg.reference.text):
                 masked, labels = self._mask(torch.tensor([window], dtype=torch.long), generator)
-                if (labels != -100).any():
-                    requests.append((masked[0].tolist(), labels[0]))
+                selected = labels[0] != -100
+                if selected.any():
+                    positions = selected.nonzero(as_tuple=True)[0]
+                    requests.append((masked[0].numpy().astype("int64"), positions.numpy(), labels[0, positions]))
         n, correct, loss_sum = 0, 0, 0.0
-        for chunk in self._chunks(requests):
-            input_ids, attention_mask = self._pad([ids for ids, _ in chunk])
-            labels = torch.full(input_ids.shape, -100, dtype=torch.long)
-            for i, (_, window_labels) in enumerate(chunk):
-                labels[i, : len(window_labels)] = window_labels
-            rows, cols = (labels != -100).nonzero(as_tuple=True)
-            logits = self._logits_at(input_ids, attention_mask, rows, cols, is_train=False).float().cpu()
-            gold = labels[rows, cols]
+        for group in self._score_groups(requests):
+            ids = [masked for masked, _, _ in group]
+            rows = np.concatenate([offset + positions for offset, (_, positions, _) in zip(_offsets(ids), group)])
+            logits = _to_torch(self.model, self.model.predict(PieceSequences(ids, rows=rows.astype("int64"))))
+            gold = torch.cat([labels for _, _, labels in group])
             n += int(gold.numel())
             correct += int((logits.argmax(dim=-1) == gold).sum())
             loss_sum += float(torch.nn.functional.cross_entropy(logits, gold, reduction="sum"))
         if n == 0:
             return {"mlm_acc": None, "mlm_loss": None}
         return {"mlm_acc": correct / n, "mlm_loss": loss_sum / n}
+
+    def _score_groups(self, requests: List[Any]) -> Iterator[List[Any]]:
+        """Windows (`(ids, ...)`) in groups of at most the encoder's `max_batch_pieces` pieces
+        (one window at least), so that the logits of one group stay small."""
+        limit, group, size = settings_of(self.encoder)["max_batch_pieces"], [], 0
+        for request in requests:
+            if group and size + len(request[0]) > limit:
+                yield group
+                group, size = [], 0
+            group.append(request)
+            size += len(request[0])
+        if group:
+            yield group
 
     def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
         """The scorer's result; the scorer gets this component as `pipe`."""
@@ -471,13 +532,15 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
         nlp: Optional[Language] = None,
         checkpoint: Optional[str] = None,
     ) -> None:
-        """Load `checkpoint` (a local Hugging Face ALBERT directory or cached hub id), or the
-        architecture's own `checkpoint`; the tokenizer must define a mask token."""
+        """Load `checkpoint` (a local Hugging Face ALBERT directory or cached hub id; its
+        `predictions.*`, if any, into the MLM head), or the encoder's own `checkpoint`
+        setting; the tokenizer must define a mask token."""
         validate_get_examples(get_examples, "AlbertFillMask.initialize")
         if checkpoint is not None:
-            load_task_checkpoint(self.model, checkpoint)
-        self.model.initialize(X=[eg.reference for eg in islice(get_examples(), 10)])
+            load_checkpoint(self.encoder, checkpoint)
+        self.model.initialize()
         self._target_cache.clear()
+        self._pending_labels = None
         if self.tokenizer.mask_token_id is None:
             raise AlbertError("The checkpoint's tokenizer defines no mask token, which fill-mask needs.")
 
@@ -488,6 +551,17 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
     def from_disk(self, path: Any, *, exclude: Iterable[str] = tuple()) -> "AlbertFillMask":
         self._target_cache.clear()
         return super().from_disk(path, exclude=exclude)
+
+
+def _offsets(sequences: Sequence[Any]) -> np.ndarray:
+    """Each sequence's first row in the concatenation (as `PieceSequences.offsets`)."""
+    lengths = np.asarray([len(s) for s in sequences], dtype="int64")
+    return np.cumsum(lengths) - lengths
+
+
+def _to_torch(model: Model, logits: Floats2d) -> torch.Tensor:
+    """The model's logits as a float32 CPU tensor (the reference's postprocessing runs there)."""
+    return torch.from_numpy(np.ascontiguousarray(model.ops.to_numpy(logits), dtype="float32"))
 
 
 def mask_tokens(

@@ -44,7 +44,8 @@ def fill_mask_pipeline(checkpoint: Path):
     import spacy
 
     nlp = spacy.blank("en")
-    model = {"@architectures": "spacy-albert.AlbertTaskModel.v1", "task": "masked-lm", "checkpoint": str(checkpoint)}
+    encoder = {"@architectures": "spacy-albert.AlbertTransformer.v1", "checkpoint": str(checkpoint)}
+    model = {"@architectures": "spacy-albert.MaskedLanguageModel.v1", "encoder": encoder}
     nlp.add_pipe("albert_fill_mask", config={"model": model, "top_k": 3})
     nlp.initialize()
     return nlp

@@ -14,25 +14,36 @@ Data conventions (Doc extensions, registered when this module is imported):
 * A doc without choices (None or []) gets `choice_probs == []` and no cats; one choice gets
   probability 1; an empty prompt is encoded as the reference tokenizer does it.
 
+Model: `spacy-albert.MultipleChoice.v1` over an `spacy-albert.AlbertTransformer.v1` encoder
+of the component's own: the [CLS] state of each (prompt, choice) sequence goes through the
+pooler (dense + tanh), a dropout layer and the classifier, one logit per sequence, laid out as
+the reference's `albert.pooler` and `classifier`. It is a thinc model like any other: spaCy's
+`drop` sets the head's dropout (the encoder's own dropout is its configured
+`hidden_dropout_prob` / `attention_probs_dropout_prob`), gradients flow back through
+`begin_update`, and the optimizer steps in `finish_update`.
+
 Encoding follows the reference's example: each (prompt, choice) pair becomes
 `[CLS] prompt [SEP] choice [SEP]` with token type ids 0/1, truncated to `max_length` pieces
-(at most the model's `max_position_embeddings`) with the `truncation` strategy, by default
+(at most the encoder's `max_position_embeddings`) with the `truncation` strategy, by default
 "longest_first" (the reference's `truncation=True`: pieces are taken from the longer of prompt
 and choice); "only_first" truncates only the prompt and raises on a choice too long to fit.
 
-Batching: the reference model has no choice mask and wants [batch, num_choices, sequence]
-inputs. Since it scores every sequence independently (one logit from each pooled [CLS]
-state), the component runs all (prompt, choice) pairs of a batch as [pairs, 1, sequence]
-(padded with attention mask 0, as the reference pads a doc's choices) and applies the softmax
-/ cross-entropy per doc over that doc's own choices. So docs may have different numbers of
-choices, and a doc's result does not depend on the other docs in its batch (up to float
-rounding of the padded matmuls). The training loss is the reference's `CrossEntropyLoss`
-(mean over the docs that have choices and a gold answer).
+Batching: the reference model wants [batch, num_choices, sequence] inputs, but scores every
+sequence independently (one logit from each pooled [CLS] state). The component therefore
+hands all (prompt, choice) pairs of a batch to the encoder as one `PieceSequences` (which
+packs and chunks them by its own `max_batch_pieces`) and applies the softmax / cross-entropy
+per doc over that doc's own choices. So docs may have different numbers of choices, and a
+doc's result does not depend on the other docs in its batch (up to float rounding). The
+training loss is the reference's `CrossEntropyLoss` (mean over the docs that have choices and
+a gold answer); `get_loss` gives it with its gradient.
 
 Training from `.spacy` files: spaCy's corpus reader makes the predicted docs from the text
 alone, so add the `spacy-albert.copy_extensions.v1` augmenter to the corpora (see
 `configs/albert_multiple_choice.cfg`) to copy `choices` onto them; otherwise evaluation has
 nothing to choose from.
+
+`export(directory)` writes encoder + head as an `AlbertForMultipleChoice` checkpoint (with
+tokenizer) that transformers and spacy-albert load.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from __future__ import annotations
 from pathlib import Path
 import copy
 import warnings
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -50,10 +61,15 @@ from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.types import Floats2d
 
-from ..layers.task_model import export_task_model, get_module, get_tokenizer, load_task_checkpoint, run_task_model
-from .guards import check_gradients, check_loss, next_step
+from ..layers.data import PieceSequences
+from ..layers.state import AlbertState
+from ..layers.transformer import albert_state, load_checkpoint, settings_of
+from ..models.modeling_albert import AlbertForMultipleChoice
+from .encoder_heads import export_checkpoint, linear_tensors, set_linear
+from .guards import check_arrays, check_gradients, check_loss, next_step
 from .serialization import PipeSerialization, claim_encoders
 
 CHOICES = "choices"
@@ -68,11 +84,16 @@ for _name in (CHOICES, CORRECT_CHOICE, CHOICE_PROBS):
 DEFAULT_MULTIPLE_CHOICE_MODEL = Config().from_str(
     """
 [model]
-@architectures = "spacy-albert.AlbertTaskModel.v1"
-task = "multiple-choice"
-checkpoint = null
+@architectures = "spacy-albert.MultipleChoice.v1"
+dropout = 0.1
+
+[model.encoder]
+@architectures = "spacy-albert.AlbertTransformer.v1"
 """
 )["model"]
+
+# The scores of `begin_update` ([n_pairs, 1]) or of `predict` (one array per doc).
+Scores = Union[Floats2d, List[Any]]
 
 
 @Language.factory(
@@ -82,7 +103,6 @@ checkpoint = null
         "max_length": 256,
         "truncation": "longest_first",
         "set_cats": True,
-        "max_batch_pairs": 64,
         "scorer": {"@scorers": "spacy-albert.multiple_choice_scorer.v1"},
     },
     requires=[f"doc._.{CHOICES}"],
@@ -96,14 +116,12 @@ def make_albert_multiple_choice(
     max_length: int,
     truncation: str,
     set_cats: bool,
-    max_batch_pairs: int,
     scorer: Optional[Callable],
 ) -> "AlbertMultipleChoice":
     """Construct an ALBERT multiple-choice component (see the module docstring)."""
     return AlbertMultipleChoice(
-        nlp.vocab, model, name, max_length=max_length, truncation=truncation, set_cats=set_cats,
-        max_batch_pairs=max_batch_pairs, scorer=scorer,
-    )  # fmt: skip
+        nlp.vocab, model, name, max_length=max_length, truncation=truncation, set_cats=set_cats, scorer=scorer
+    )
 
 
 def score_multiple_choice(examples: Iterable[Example], **kwargs: Any) -> Dict[str, Optional[float]]:
@@ -159,13 +177,13 @@ def make_copy_extensions(names: List[str] = [CHOICES]) -> Callable[[Language, Ex
 
 
 class AlbertMultipleChoice(PipeSerialization, TrainablePipe):
-    """Scores each of a doc's `doc._.choices` as the answer to its text with the reference's
-    `AlbertForMultipleChoice`, trained with its cross-entropy over the choices.
+    """Scores each of a doc's `doc._.choices` as the answer to its text as the reference's
+    `AlbertForMultipleChoice` does, trained with its cross-entropy over the choices.
 
     The checkpoint (a Hugging Face ALBERT directory or cached hub id; a plain `AlbertModel`
-    starts a new classifier) comes from the model's `checkpoint` setting or from
-    `initialize(checkpoint=...)`, in a config `[initialize.components.<name>] checkpoint`.
-    Dropout comes from the checkpoint's config (the torch modules' own dropout layers).
+    keeps its pooler and starts a new classifier) comes from `initialize(checkpoint=...)`, in a
+    config `[initialize.components.<name>] checkpoint`, or from the encoder's `checkpoint`
+    setting.
     """
 
     def __init__(
@@ -177,36 +195,34 @@ class AlbertMultipleChoice(PipeSerialization, TrainablePipe):
         max_length: int = 256,
         truncation: str = "longest_first",
         set_cats: bool = True,
-        max_batch_pairs: int = 64,
         scorer: Optional[Callable] = score_multiple_choice,
     ) -> None:
-        if model.attrs.get("task") != "multiple-choice":
+        if not all(model.has_ref(ref) for ref in ("encoder", "pooler", "classifier")):
             raise ValueError(
-                f"{name}: the model must be spacy-albert.AlbertTaskModel.v1 with task = \"multiple-choice\", "
-                f"got task={model.attrs.get('task')!r}."
+                f"{name}: the model must be spacy-albert.MultipleChoice.v1 (an encoder, a pooler and a "
+                f"classifier), got {model.name!r}."
             )
         if truncation not in TRUNCATION_STRATEGIES:
             raise ValueError(f"{name}: truncation={truncation!r}; choose one of {TRUNCATION_STRATEGIES}.")
-        if max_length < 4 or max_batch_pairs < 1:
-            raise ValueError(f"{name}: max_length must be >= 4 and max_batch_pairs >= 1.")
+        if max_length < 4:
+            raise ValueError(f"{name}: max_length must be >= 4.")
         self.vocab = vocab
         self.model = model
         self.name = name
         self.max_length = max_length
         self.truncation = truncation
         self.set_cats = set_cats
-        self.max_batch_pairs = max_batch_pairs
         self.scorer = scorer
         self.cfg: Dict[str, Any] = {}
         self._warned_no_gold = False
         claim_encoders(self.model, name)
 
+    @property
+    def encoder(self) -> Model:
+        """The component's own `AlbertTransformer`."""
+        return self.model.get_ref("encoder")
+
     # ---------------------------------------------------------------- prediction
-
-
-    def export(self, directory: str | Path) -> Path:
-        """Write encoder + head and tokenizer as a Hugging Face checkpoint transformers loads."""
-        return export_task_model(self.model, directory)
 
     def predict(self, docs: Iterable[Doc]) -> List[np.ndarray]:
         """One float32 array of reference logits per doc (empty for a doc without choices)."""
@@ -214,7 +230,7 @@ class AlbertMultipleChoice(PipeSerialization, TrainablePipe):
 
     def set_annotations(self, docs: Iterable[Doc], scores: List[np.ndarray]) -> None:
         for doc, logits in zip(docs, scores):
-            probs = _softmax(logits)
+            probs = _softmax(self.model.ops.to_numpy(logits))
             doc._.set(CHOICE_PROBS, probs.tolist())
             if self.set_cats and len(probs):
                 cats: Dict[str, float] = {}
@@ -227,17 +243,21 @@ class AlbertMultipleChoice(PipeSerialization, TrainablePipe):
         return _softmax(self._logits([(prompt, _as_choices(choices))])[0]).tolist()
 
     def _logits(self, items: List[Tuple[str, List[str]]]) -> List[np.ndarray]:
-        pairs = [(prompt, choice) for prompt, choices in items for choice in choices]
-        flat = np.zeros((len(pairs),), dtype="float32")
-        if pairs:
-            rows = self._encode(pairs)
-            # Similar lengths together: less padding (which the attention mask makes irrelevant).
-            order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
-            for start in range(0, len(order), self.max_batch_pairs):
-                chunk = order[start : start + self.max_batch_pairs]
-                logits = run_task_model(self.model, self._collate([rows[i] for i in chunk]), is_train=False).logits
-                flat[chunk] = logits.float().reshape(-1).cpu().numpy()
-        return _split(flat, [len(choices) for _, choices in items])
+        sizes = [len(choices) for _, choices in items]
+        flat = np.zeros((sum(sizes),), dtype="float32")
+        if flat.size:
+            logits = self.model.predict(self._inputs(items))
+            flat = np.asarray(self.model.ops.to_numpy(logits), dtype="float32").reshape(-1)
+        return _split(flat, sizes)
+
+    def export(self, directory: Union[str, Path]) -> Path:
+        """Write encoder + head and tokenizer as an `AlbertForMultipleChoice` checkpoint that
+        transformers (and spacy-albert) load."""
+        pooler_w, pooler_b = linear_tensors(self.model.get_ref("pooler"))
+        weight, bias = linear_tensors(self.model.get_ref("classifier"))
+        head = {"albert.pooler.weight": pooler_w, "albert.pooler.bias": pooler_b,
+                "classifier.weight": weight, "classifier.bias": bias}  # fmt: skip
+        return export_checkpoint(self.encoder, AlbertForMultipleChoice, head, directory)
 
     # ---------------------------------------------------------------- training
 
@@ -249,24 +269,21 @@ class AlbertMultipleChoice(PipeSerialization, TrainablePipe):
         sgd: Optional[Optimizer] = None,
         losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
-        """One step on the reference's cross-entropy over each example's choices. Examples
-        without choices or without a gold `correct_choice` are skipped. A non-finite loss
-        (checked before the backward pass) or gradient (checked before the optimizer step)
-        raises `NonFiniteError` naming the component and its update step, with the gradients
-        cleared and the weights unchanged (see `guards`)."""
+        """One step on the reference's cross-entropy over each example's choices: the model's
+        `begin_update` over the (prompt, choice) pairs with spaCy's `drop` set on the head's
+        dropout, `get_loss`, the backward pass through head and encoder, and `finish_update`
+        with `sgd` if given. Examples without choices or without a gold `correct_choice` are
+        skipped. A non-finite loss or gradient of the scores (checked before the backward
+        pass) or of the weights (after it) raises `NonFiniteError` naming the component and its
+        update step, with the gradients cleared and the weights unchanged (see `guards`)."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, "AlbertMultipleChoice.update")
         step = next_step(self)
-        items, answers = [], []
-        for eg in examples:
-            choices, answer = _choices_of(eg), _gold_answer(eg)
-            if choices and answer is not None:
-                items.append((eg.predicted.text, choices))
-                answers.append(answer)
-        if not items:
+        kept = [eg for eg in examples if _choices_of(eg) and _gold_answer(eg) is not None]
+        if not kept:
             if examples and not self._warned_no_gold:
                 self._warned_no_gold = True
                 warnings.warn(
@@ -275,32 +292,63 @@ class AlbertMultipleChoice(PipeSerialization, TrainablePipe):
                     "saved with DocBin(store_user_data=True)?"
                 )
             return losses
-        rows = self._encode([(prompt, choice) for prompt, choices in items for choice in choices])
-        logits = run_task_model(self.model, self._collate(rows), is_train=True).logits.float().reshape(-1)
-        loss = _cross_entropy(logits, [len(choices) for _, choices in items], answers)
+        set_dropout_rate(self.model, drop)
+        scores, backprop = self.model.begin_update(self.get_inputs(kept))
+        loss, d_scores = self.get_loss(kept, scores)
         check_loss(self.name, step, loss, self.model)
-        loss.backward()
+        check_arrays(self.name, step, "gradient of the scores", d_scores, self.model)
+        backprop(d_scores)
         check_gradients(self.name, step, self.model)
         if sgd not in (None, False):
             self.finish_update(sgd)
-        losses[self.name] += float(loss.detach())
+        losses[self.name] += loss
         return losses
 
-    def get_loss(self, examples: Iterable[Example], scores: List[np.ndarray]) -> Tuple[float, List[np.ndarray]]:
-        """The reference's cross-entropy (mean over examples with choices and a gold answer) of
-        `scores` (as `predict` returns them) and its gradient with respect to them."""
+    def get_loss(self, examples: Iterable[Example], scores: Scores) -> Tuple[float, Scores]:
+        """The reference's cross-entropy over each example's choices (the mean over the
+        examples with choices and a gold `correct_choice`) and its gradient with respect to
+        `scores`, in the same form. `scores` is either
+
+        * what `model.begin_update` (or `model.predict`) gives for `get_inputs(examples)`: one
+          [n_pairs, 1] array, the examples' choices in order (the reference doc's choices, else
+          the predicted doc's; an example without choices has no rows), or
+        * what `predict` gives: one array of logits per example (an empty one: skipped).
+
+        The gradient is (softmax - one-hot) / n_used on each used example's rows and zero
+        elsewhere, a float32 array on `model.ops` of the shape of `scores` (a list of them for
+        the per-doc form). The arithmetic runs on `model.ops` (numpy or cupy)."""
         examples = list(examples)
         validate_examples(examples, "AlbertMultipleChoice.get_loss")
-        grads = [np.zeros_like(s) for s in scores]
-        gold = [(i, _gold_answer(eg)) for i, eg in enumerate(examples) if len(scores[i]) and _choices_of(eg)]
-        gold = [(i, answer) for i, answer in gold if answer is not None]
-        loss = 0.0
-        for i, answer in gold:
-            probs = _softmax(scores[i])
-            loss -= float(np.log(probs[answer]))
-            probs[answer] -= 1.0
-            grads[i] = (probs / len(gold)).astype(scores[i].dtype)
-        return (loss / len(gold) if gold else 0.0), grads
+        ops, xp = self.model.ops, self.model.ops.xp
+        per_doc = isinstance(scores, (list, tuple))
+        if per_doc:
+            if len(scores) != len(examples):
+                raise ValueError(f"{self.name}: {len(scores)} arrays of scores for {len(examples)} examples.")
+            sizes = [int(np.prod(s.shape)) for s in scores]
+            parts = [ops.asarray(s, dtype="float32").reshape(-1) for s in scores]
+            flat = xp.concatenate(parts) if sum(sizes) else ops.alloc1f(0)
+        else:
+            sizes = [len(_choices_of(eg)) for eg in examples]
+            if scores.ndim != 2 or scores.shape[1] != 1 or scores.shape[0] != sum(sizes):
+                raise ValueError(
+                    f"{self.name}: scores of shape {tuple(scores.shape)} for {sum(sizes)} (prompt, choice) pairs: "
+                    "get_loss takes begin_update's [n_pairs, 1] logits or predict's list of arrays."
+                )
+            flat = ops.asarray(scores, dtype="float32").reshape(-1)
+        answers: List[Optional[int]] = []
+        for eg, size in zip(examples, sizes):
+            answer = _gold_answer(eg) if size else None
+            if answer is not None and size != len(_choices_of(eg)):
+                raise ValueError(
+                    f"{self.name}: {size} scores for an example with {len(_choices_of(eg))} choices "
+                    f"(doc: {eg.reference.text[:60]!r})."
+                )
+            answers.append(answer)
+        loss, d_flat = _cross_entropy(ops, flat, sizes, answers)
+        if not per_doc:
+            return loss, d_flat.reshape(scores.shape)
+        bounds = np.cumsum([0] + sizes)
+        return loss, [d_flat[a:b].reshape(s.shape) for a, b, s in zip(bounds[:-1], bounds[1:], scores)]
 
     def initialize(
         self,
@@ -309,41 +357,63 @@ class AlbertMultipleChoice(PipeSerialization, TrainablePipe):
         nlp: Optional[Language] = None,
         checkpoint: Optional[str] = None,
     ) -> None:
-        """Load `checkpoint`, or the model's own `checkpoint` setting, and check the data."""
+        """Load `checkpoint` (else the encoder's own `checkpoint` setting) into the encoder,
+        initialise the head at the encoder's width, and take the checkpoint's pooler
+        (`albert.pooler.*`, or `pooler.*` in a bare `AlbertModel` checkpoint) and classifier
+        (`classifier.*` of shape [1, hidden]) where it has them with fitting shapes; the others
+        start as the reference initialises them (normal(0, initializer_range), zero bias)."""
         validate_get_examples(get_examples, "AlbertMultipleChoice.initialize")
-        if checkpoint is not None:
-            load_task_checkpoint(self.model, checkpoint)
+        encoder = self.encoder
+        checkpoint = checkpoint or settings_of(encoder)["checkpoint"]
+        weights = load_checkpoint(encoder, checkpoint) if checkpoint else {}
         self.model.initialize()
+        state: AlbertState = albert_state(encoder)
+        width = state.config.hidden_size
+        for name, keys, shape in (
+            ("pooler", ("albert.pooler", "pooler"), (width, width)),
+            ("classifier", ("classifier",), (1, width)),
+        ):
+            found = next(
+                ((weights[f"{key}.weight"], weights[f"{key}.bias"]) for key in keys
+                 if f"{key}.weight" in weights and f"{key}.bias" in weights),
+                None,
+            )  # fmt: skip
+            if found is None or tuple(found[0].shape) != shape or tuple(found[1].shape) != shape[:1]:
+                weight = torch.empty(shape).normal_(0.0, state.config.initializer_range)
+                found = (weight, torch.zeros(shape[0]))
+            set_linear(self.model.get_ref(name), found[0], found[1], name)
 
     def add_label(self, label: str) -> int:
         raise NotImplementedError(f"{self.name} has no labels: the choices come with each doc.")
 
     # ---------------------------------------------------------------- encoding
 
+    def get_inputs(self, examples: Iterable[Example]) -> PieceSequences:
+        """The model's input for `examples` as `update` builds it: one `[CLS] prompt [SEP] choice
+        [SEP]` sequence per (predicted text, choice) pair, the choices of each example (the
+        reference doc's, else the predicted doc's) in order. `model.begin_update` of it gives
+        the [n_pairs, 1] logits that `get_loss(examples, ...)` takes."""
+        return self._inputs([(eg.predicted.text, _choices_of(eg)) for eg in examples])
+
+    def _inputs(self, items: List[Tuple[str, List[str]]]) -> PieceSequences:
+        """The model's input for the (prompt, choices) items: one sequence per pair, in order."""
+        rows = self._encode([(prompt, choice) for prompt, choices in items for choice in choices])
+        return PieceSequences(
+            [np.asarray(ids, dtype="int64") for ids, _ in rows], [np.asarray(types, dtype="int64") for _, types in rows]
+        )
+
     def _encode(self, pairs: List[Tuple[str, str]]) -> List[Tuple[List[int], List[int]]]:
         """(input ids, token type ids) of `[CLS] prompt [SEP] choice [SEP]` for each pair."""
-        max_length = min(self.max_length, get_module(self.model).config.max_position_embeddings)
-        encoding = get_tokenizer(self.model)(
+        if not pairs:
+            return []
+        state: AlbertState = albert_state(self.encoder)
+        state.backend  # a clear error when no checkpoint was loaded
+        max_length = min(self.max_length, state.config.max_position_embeddings)
+        encoding = state.tokenizer(
             [prompt for prompt, _ in pairs], [choice for _, choice in pairs],
             truncation=self.truncation, max_length=max_length, return_token_type_ids=True,
         )  # fmt: skip
         return list(zip(encoding["input_ids"], encoding["token_type_ids"]))
-
-    def _collate(self, rows: List[Tuple[List[int], List[int]]]) -> Dict[str, torch.Tensor]:
-        """[pairs, 1, longest] inputs, padded on the tokenizer's side as the reference pads."""
-        tokenizer = get_tokenizer(self.model)
-        width = max(len(ids) for ids, _ in rows)
-        shape = (len(rows), width)
-        input_ids = torch.full(shape, tokenizer.pad_token_id, dtype=torch.long)
-        token_type_ids = torch.full(shape, tokenizer.pad_token_type_id, dtype=torch.long)
-        attention_mask = torch.zeros(shape, dtype=torch.long)
-        for row, (ids, types) in enumerate(rows):
-            span = slice(width - len(ids), width) if tokenizer.padding_side == "left" else slice(0, len(ids))
-            input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
-            token_type_ids[row, span] = torch.tensor(types, dtype=torch.long)
-            attention_mask[row, span] = 1
-        tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        return {key: value.unsqueeze(1) for key, value in tensors.items()}
 
 
 def _as_choices(choices: Optional[Sequence[str]]) -> List[str]:
@@ -386,14 +456,27 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum()
 
 
-def _cross_entropy(logits: torch.Tensor, sizes: List[int], answers: List[int]) -> torch.Tensor:
-    """The reference's `CrossEntropyLoss()(logits.view(-1, num_choices), labels)`, over docs
-    with any numbers of choices: docs with the same number share one [docs, choices] call."""
-    starts = np.cumsum([0] + sizes)[:-1].tolist()
-    total = logits.new_zeros(())
-    for n in sorted(set(sizes)):
-        members = [i for i, size in enumerate(sizes) if size == n]
-        index = torch.tensor([[starts[i] + j for j in range(n)] for i in members], device=logits.device)
-        labels = torch.tensor([answers[i] for i in members], device=logits.device)
-        total = total + torch.nn.functional.cross_entropy(logits[index], labels, reduction="sum")
-    return total / len(sizes)
+def _cross_entropy(ops: Any, flat: Any, sizes: List[int], answers: List[Optional[int]]) -> Tuple[float, Any]:
+    """The reference's `CrossEntropyLoss()(logits.view(-1, num_choices), labels)` over docs
+    with any numbers of choices (docs with the same number as one [docs, choices] block), the
+    mean over the docs with an answer, and its gradient with respect to the flat logits."""
+    xp = ops.xp
+    d_flat = ops.alloc1f(int(flat.shape[0]))
+    used = [i for i, answer in enumerate(answers) if answer is not None]
+    if not used:
+        return 0.0, d_flat
+    starts = np.cumsum([0] + sizes)[:-1]
+    total = xp.zeros((), dtype="float64")
+    for n in sorted({sizes[i] for i in used}):
+        members = [i for i in used if sizes[i] == n]
+        index = xp.asarray(starts[members][:, None] + np.arange(n)[None, :])
+        gold = xp.asarray(np.asarray([answers[i] for i in members], dtype="int64"))
+        rows = xp.arange(len(members))
+        z = flat[index].astype("float64")
+        z = z - z.max(axis=1, keepdims=True)
+        log_probs = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+        total = total - log_probs[rows, gold].sum()
+        d_logits = xp.exp(log_probs)
+        d_logits[rows, gold] -= 1.0
+        d_flat[index] = (d_logits / len(used)).astype("float32")
+    return float(total) / len(used), d_flat

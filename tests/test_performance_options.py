@@ -1,8 +1,13 @@
 """Speed options of the ALBERT encoder: packed (padding-free) batching, length-sorted
 `nlp.pipe`, int8 dynamic quantization (config flag, serialization, CLI, training guard),
-precision / torch.compile settings on CPU, and the vectorised NER decoding."""
+precision / torch.compile settings on CPU, forked workers, and the vectorised NER decoding.
+(The packed layout's and every attention path's parity with transformers, relative positions'
+padded fallback included, is in test_modeling_parity.py.)"""
 
 from __future__ import annotations
+
+import os
+import time
 
 import numpy as np
 import pytest
@@ -86,27 +91,6 @@ def test_packed_batching_keeps_several_layers(albert_checkpoint, texts):
     for (h1, _), (h2, _) in zip(packed, padded):
         assert h1.shape[0] == 3
         np.testing.assert_allclose(h1, h2, atol=1e-5, rtol=0)
-
-
-def test_relative_position_models_fall_back_to_padded_chunks():
-    import torch
-
-    from spacy_albert.layers.encoder import WindowedEncoder
-    from spacy_albert.models.configuration import AlbertConfig
-
-    config = AlbertConfig(vocab_size=100, **{**TINY_ALBERT, "num_hidden_layers": 2}, position_embedding_type="relative_key")
-    encoder = WindowedEncoder(config).eval()
-    rng = np.random.default_rng(0)
-    pieces = [rng.integers(5, 100, size=n) for n in (5, 30, 0, 100, 7)]
-    spans = [[(0, len(p))] if len(p) else [] for p in pieces]
-    outputs = []
-    for batching in ("packed", "padded"):
-        batch = make_windows(pieces, spans, window=62, stride=40, cls_id=2, sep_id=3, pad_id=0, max_batch_pieces=100,
-                             batching=batching)  # fmt: skip
-        with torch.no_grad():
-            outputs.append(encoder(batch))
-    for a, b in zip(*outputs):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def test_packed_windows_cover_pieces_within_budget():
@@ -337,3 +321,64 @@ def test_torch_compile_on_cpu_matches_eager(albert_checkpoint, texts):
     eager = states(albert_nlp(albert_checkpoint), texts[:8])
     for (h1, _), (h2, _) in zip(compiled, eager):
         np.testing.assert_allclose(h1, h2, atol=1e-5, rtol=0)
+
+
+# ---- forked workers ----------------------------------------------------------------------------
+def _in_forked_child(check) -> bool:
+    """Run `check()` in a forked child (its exit status says whether it held), with a deadline."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        ok = False
+        try:
+            ok = bool(check())
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise TimeoutError("the forked child did not finish in 120 s (a fork deadlock?)")
+
+
+def test_forked_children_run_the_encoder_single_threaded_and_nothing_else_changes():
+    """A child forked while torch runs several threads keeps them until it first runs the
+    encoder, which then runs single-threaded (torch's OpenMP pool is not fork-safe: without
+    this the child's first matmul deadlocks), unless the child chose its own thread count;
+    the parent keeps its threads."""
+    import torch
+
+    from spacy_albert.layers.encoder import WindowedEncoder
+    from spacy_albert.models.configuration import AlbertConfig
+
+    encoder = WindowedEncoder(AlbertConfig(vocab_size=100, **{**TINY_ALBERT, "num_hidden_layers": 2})).eval()
+    pieces = [np.arange(5, 40), np.arange(5, 12)]
+    batch = make_windows(pieces, [[(0, len(p))] for p in pieces], window=62, stride=40, cls_id=2, sep_id=3, pad_id=0,
+                         max_batch_pieces=100)  # fmt: skip
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            expected = encoder(batch)[0]  # the parent's pool has run
+
+        def run_encoder() -> bool:
+            untouched = torch.get_num_threads() == 2
+            with torch.no_grad():
+                same = torch.allclose(encoder(batch)[0], expected, atol=1e-5)
+            return untouched and same and torch.get_num_threads() == 1
+
+        def own_choice() -> bool:  # (running torch multi-threaded here would deadlock: only the hook runs)
+            from spacy_albert.layers.encoder import _single_thread_after_fork
+
+            torch.set_num_threads(3)
+            _single_thread_after_fork()  # what the encoder's forward runs first
+            return torch.get_num_threads() == 3
+
+        assert _in_forked_child(run_encoder)
+        assert _in_forked_child(own_choice)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -11,12 +11,22 @@ dicts load without renaming. Two ideas make ALBERT "lite":
 
 Attention runs through `torch.nn.functional.scaled_dot_product_attention`; an explicit
 softmax path is used only when attention weights or a head mask are asked for.
+
+Every layer runs as three steps shared by both layouts: `AlbertAttention.project_qkv` (query,
+key and value in one matmul), attention (`AlbertAttention.attend` over a padded
+[batch, sequence] batch, or `packed.bucket_attention` over packed windows), and
+`AlbertLayer.post_attention` (attention output + residual LayerNorm, the feed-forward block
+and its residual LayerNorm). `AlbertModel.forward` is the padded layout (the reference's);
+`AlbertModel.packed_hidden_states` the padding-free one that the spaCy encoder runs. Both take
+`inference_buffers` (None: on when autograd is off and autocast is not active), which runs the
+inference fast path: reused intermediate buffers and in-place activation (see `packed`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from collections import deque
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -26,6 +36,7 @@ from torch.nn import functional as F
 from .activations import get_activation
 from .checkpoint import PreTrainedMixin
 from .configuration import AlbertConfig
+from .packed import Bucket, ForwardState, InferenceBuffers, bucket_attention, concatenated_qkv
 from .outputs import (
     AlbertForPreTrainingOutput,
     BaseModelOutputWithPooling,
@@ -63,15 +74,17 @@ class AlbertEmbeddings(nn.Module):
         position_ids: Optional[Tensor] = None,
         inputs_embeds: Optional[Tensor] = None,
     ) -> Tensor:
+        """Embeddings [..., E] of ids of any shape ([batch, sequence], or [n_positions] of
+        packed windows with their `position_ids`)."""
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
-        seq_length = inputs_embeds.shape[1]
-        if token_type_ids is None:
-            token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
+        if token_type_ids is None:  # all type 0: row 0, added without a lookup
+            embeddings = inputs_embeds + self.token_type_embeddings.weight[0]
+        else:
+            embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
         if self.position_embedding_type == "absolute":
             if position_ids is None:
-                position_ids = self.position_ids[:, :seq_length]
+                position_ids = self.position_ids[0, : inputs_embeds.shape[-2]]
             embeddings = embeddings + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(embeddings))
 
@@ -96,10 +109,6 @@ class AlbertAttention(nn.Module):
             self.max_position_embeddings = config.max_position_embeddings
             self.distance_embedding = nn.Embedding(2 * config.max_position_embeddings - 1, self.attention_head_size)
 
-    def _heads(self, x: Tensor) -> Tensor:
-        batch, seq, _ = x.shape
-        return x.view(batch, seq, self.num_attention_heads, self.attention_head_size).transpose(1, 2)
-
     def _relative_scores(self, query: Tensor, key: Tensor) -> Tensor:
         """The additive scores of relative position embeddings (Shaw et al. / Huang et al.)."""
         seq = query.shape[2]
@@ -111,23 +120,42 @@ class AlbertAttention(nn.Module):
             scores = scores + torch.einsum("bhrd,lrd->bhlr", key, embedding)
         return scores
 
-    def forward(
+    def project_qkv(self, hidden_states: Tensor, state: Optional[ForwardState] = None) -> Tensor:
+        """Query, key and value projections in one matmul: [..., 3 * all_head_size] (the
+        concatenated weights are built once per forward pass, as ALBERT reuses them in every
+        pass; with inference buffers the result is written into a reused buffer)."""
+        if hasattr(self, "qkv"):  # the fused int8 layer of a quantized encoder
+            return self.qkv(hidden_states)
+        weights = state.fused_qkv(self) if state is not None else concatenated_qkv(self)
+        if weights is None:  # not plain linear layers
+            return torch.cat([self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)], dim=-1)
+        weight, bias = weights
+        buffers = state.buffers if state is not None else None
+        if buffers is None:
+            return F.linear(hidden_states, weight, bias)
+        flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+        out = torch.addmm(bias, flat, weight.t(), out=buffers.get("qkv", flat.shape[0], flat, weight.shape[0]))
+        return out.view(*hidden_states.shape[:-1], weight.shape[0])
+
+    def attend(
         self,
-        hidden_states: Tensor,
+        qkv: Tensor,
         attention_mask: Optional[Tensor] = None,
         head_mask: Optional[Tensor] = None,
         output_attentions: bool = False,
     ) -> tuple[Tensor, Optional[Tensor]]:
-        query = self._heads(self.query(hidden_states))
-        key = self._heads(self.key(hidden_states))
-        value = self._heads(self.value(hidden_states))
+        """Attention over a padded batch: `qkv` [batch, seq, 3 * all_head_size] in, the
+        context [batch, seq, all_head_size] and (when asked for) the attention weights out."""
+        batch, seq = qkv.shape[:2]
+        heads, head_size = self.num_attention_heads, self.attention_head_size
+        query, key, value = qkv.view(batch, seq, 3, heads, head_size).permute(2, 0, 3, 1, 4).unbind(0)
         bias = attention_mask
         if self.position_embedding_type != "absolute":
             relative = self._relative_scores(query, key)
             bias = relative if bias is None else bias + relative
         probs = None
         if output_attentions or head_mask is not None:
-            scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.attention_head_size)
+            scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(head_size)
             if bias is not None:
                 scores = scores + bias
             probs = self.attention_dropout(F.softmax(scores, dim=-1))
@@ -137,9 +165,32 @@ class AlbertAttention(nn.Module):
         else:
             dropout = self.attention_dropout.p if self.training else 0.0
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
-        context = context.transpose(1, 2).flatten(2)
-        output = self.LayerNorm(hidden_states + self.output_dropout(self.dense(context)))
-        return output, probs
+        return context.transpose(1, 2).flatten(2), probs
+
+    def attend_packed(
+        self, qkv: Tensor, buckets: Sequence[Bucket], buffers: Optional[InferenceBuffers] = None
+    ) -> Tensor:
+        """Attention over packed windows: `qkv` [n_positions, 3 * all_head_size] in, the
+        context [n_positions, all_head_size] out (see `packed.bucket_attention`)."""
+        dropout = self.attention_dropout.p if self.training else 0.0
+        return bucket_attention(qkv, buckets, self.num_attention_heads, self.attention_head_size, dropout, buffers)
+
+    def output(self, hidden_states: Tensor, context: Tensor, buffers: Optional[InferenceBuffers] = None) -> Tensor:
+        """The output projection, the residual connection and LayerNorm."""
+        projected = self.output_dropout(self.dense(context))
+        if buffers is not None:  # no autograd: the residual is added in place
+            return self.LayerNorm(projected.add_(hidden_states))
+        return self.LayerNorm(hidden_states + projected)
+
+    def forward(
+        self,
+        hidden_states: Tensor,
+        attention_mask: Optional[Tensor] = None,
+        head_mask: Optional[Tensor] = None,
+        output_attentions: bool = False,
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        context, probs = self.attend(self.project_qkv(hidden_states), attention_mask, head_mask, output_attentions)
+        return self.output(hidden_states, context), probs
 
 
 class AlbertLayer(nn.Module):
@@ -157,20 +208,63 @@ class AlbertLayer(nn.Module):
     def feed_forward(self, hidden_states: Tensor) -> Tensor:
         return self.ffn_output(self.activation(self.ffn(hidden_states)))
 
+    def _feed_forward_inference(self, hidden_states: Tensor, buffers: InferenceBuffers) -> Tensor:
+        """`feed_forward` without autograd, on [rows, H]: the intermediate goes into a reused
+        buffer and the activation runs in place (the same arithmetic as the module calls)."""
+        ffn = self.ffn
+        if type(ffn) is nn.Linear and ffn.bias is not None:
+            hidden = buffers.get("ffn", hidden_states.shape[0], hidden_states, ffn.out_features)
+            torch.addmm(ffn.bias, hidden_states, ffn.weight.t(), out=hidden)
+        else:
+            hidden = ffn(hidden_states)
+        if buffers.inplace_activation is not None:
+            torch.ops.aten.gelu_(hidden, approximate=buffers.inplace_activation)
+        else:
+            hidden = self.activation(hidden)
+        return self.ffn_output(hidden)
+
+    def post_attention(
+        self, hidden_states: Tensor, context: Tensor, buffers: Optional[InferenceBuffers] = None
+    ) -> Tensor:
+        """Everything after attention, position by position (any leading shape): the attention
+        output + residual LayerNorm, then the feed-forward block (in chunks of
+        `chunk_size_feed_forward` positions when set) + residual LayerNorm."""
+        attention_output = self.attention.output(hidden_states, context, buffers)
+        chunk = self.chunk_size_feed_forward
+        if buffers is not None:
+            flat = attention_output.reshape(-1, attention_output.shape[-1])
+            outputs = [self._feed_forward_inference(part, buffers) for part in (flat.split(chunk) if chunk else [flat])]
+            ffn_output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+            return self.full_layer_layer_norm(ffn_output.view(attention_output.shape).add_(attention_output))
+        if chunk:
+            parts = attention_output.split(chunk, dim=-2)
+            ffn_output = torch.cat([self.feed_forward(part) for part in parts], dim=-2)
+        else:
+            ffn_output = self.feed_forward(attention_output)
+        return self.full_layer_layer_norm(ffn_output + attention_output)
+
     def forward(
         self,
         hidden_states: Tensor,
         attention_mask: Optional[Tensor] = None,
         head_mask: Optional[Tensor] = None,
         output_attentions: bool = False,
+        state: Optional[ForwardState] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
-        attention_output, probs = self.attention(hidden_states, attention_mask, head_mask, output_attentions)
-        if self.chunk_size_feed_forward:
-            chunks = attention_output.split(self.chunk_size_feed_forward, dim=1)
-            ffn_output = torch.cat([self.feed_forward(chunk) for chunk in chunks], dim=1)
-        else:
-            ffn_output = self.feed_forward(attention_output)
-        return self.full_layer_layer_norm(ffn_output + attention_output), probs
+        """The padded layout: hidden states [batch, seq, H]."""
+        state = ForwardState() if state is None else state
+        qkv = self.attention.project_qkv(hidden_states, state)
+        context, probs = self.attention.attend(qkv, attention_mask, head_mask, output_attentions)
+        return state.post_attention(self, hidden_states, context), probs
+
+    def packed_forward(
+        self, hidden_states: Tensor, buckets: Sequence[Bucket], state: Optional[ForwardState] = None
+    ) -> Tensor:
+        """The packed layout: hidden states [n_positions, H] of windows packed one after the
+        other, attention per bucket of windows."""
+        state = ForwardState() if state is None else state
+        context = self.attention.attend_packed(self.attention.project_qkv(hidden_states, state), buckets, state.buffers)
+        return state.post_attention(self, hidden_states, context)
 
 
 class AlbertLayerGroup(nn.Module):
@@ -190,6 +284,14 @@ class AlbertTransformer(nn.Module):
         self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
         self.albert_layer_groups = nn.ModuleList([AlbertLayerGroup(config) for _ in range(config.num_hidden_groups)])
 
+    def passes(self) -> Iterator[tuple[int, nn.ModuleList]]:
+        """(group index, its layers) for each of the `num_hidden_layers` passes: pass i runs
+        the inner layers of group int(i / (num_hidden_layers / num_hidden_groups))."""
+        n_layers, n_groups = self.config.num_hidden_layers, self.config.num_hidden_groups
+        for i in range(n_layers):
+            group_idx = int(i / (n_layers / n_groups))
+            yield group_idx, self.albert_layer_groups[group_idx].albert_layers
+
     def forward(
         self,
         hidden_states: Tensor,
@@ -197,25 +299,47 @@ class AlbertTransformer(nn.Module):
         head_mask: Optional[list[Optional[Tensor]]] = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        *,
+        inference_buffers: Optional[bool] = None,
     ) -> tuple[Tensor, Optional[tuple[Tensor, ...]], Optional[tuple[Tensor, ...]]]:
         hidden_states = self.embedding_hidden_mapping_in(hidden_states)
+        state = ForwardState.create(hidden_states, self.config.hidden_act, inference_buffers)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions: Optional[tuple[Tensor, ...]] = () if output_attentions else None
-        n_layers, n_groups = self.config.num_hidden_layers, self.config.num_hidden_groups
-        layers_per_group = int(n_layers / n_groups)
-        for i in range(n_layers):
-            group_idx = int(i / (n_layers / n_groups))
+        layers_per_group = int(self.config.num_hidden_layers / self.config.num_hidden_groups)
+        for group_idx, layers in self.passes():
             # As in the reference, inner layer j of a group takes the head mask of layer
             # group_idx * layers_per_group + j.
             group_mask = head_mask[group_idx * layers_per_group : (group_idx + 1) * layers_per_group] if head_mask else []
-            for j, layer in enumerate(self.albert_layer_groups[group_idx].albert_layers):
+            for j, layer in enumerate(layers):
                 mask_j = group_mask[j] if j < len(group_mask) else None
-                hidden_states, probs = layer(hidden_states, attention_mask, mask_j, output_attentions)
+                hidden_states, probs = layer(hidden_states, attention_mask, mask_j, output_attentions, state=state)
                 if all_attentions is not None:
                     all_attentions = all_attentions + (probs,)
             if all_hidden_states is not None:
                 all_hidden_states = all_hidden_states + (hidden_states,)
         return hidden_states, all_hidden_states, all_attentions
+
+    def packed(
+        self,
+        embeddings: Tensor,
+        buckets: Sequence[Bucket],
+        n_layers: int = 1,
+        *,
+        inference_buffers: Optional[bool] = None,
+        compile: bool = False,
+    ) -> Tensor:
+        """The packed layout: embeddings [n_positions, E] of packed windows in, the last
+        `n_layers` hidden states [n_layers, n_positions, H] out (the projected embeddings
+        count as hidden state 0, as in `output_hidden_states`)."""
+        hidden_states = self.embedding_hidden_mapping_in(embeddings)
+        state = ForwardState.create(hidden_states, self.config.hidden_act, inference_buffers, compile)
+        kept: deque[Tensor] = deque([hidden_states], maxlen=n_layers)
+        for _, layers in self.passes():
+            for layer in layers:
+                hidden_states = layer.packed_forward(hidden_states, buckets, state)
+            kept.append(hidden_states)
+        return torch.stack(list(kept)) if n_layers > 1 else hidden_states.unsqueeze(0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -372,7 +496,11 @@ class AlbertModel(AlbertPreTrainedModel):
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
+        *,
+        inference_buffers: Optional[bool] = None,
     ) -> Union[BaseModelOutputWithPooling, tuple]:
+        """The reference's forward over a padded batch. `inference_buffers` picks the inference
+        fast path (None: on when autograd is off and autocast is not active)."""
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -398,12 +526,52 @@ class AlbertModel(AlbertPreTrainedModel):
             head_mask=self.get_head_mask(head_mask),
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            inference_buffers=inference_buffers,
         )
         pooled_output = None
         if self.pooler is not None:
             pooled_output = self.pooler_activation(self.pooler(sequence_output[:, 0]))
         output = BaseModelOutputWithPooling(sequence_output, pooled_output, hidden_states, attentions)
         return self._return(return_dict, output)
+
+    def packed_hidden_states(
+        self,
+        input_ids: Tensor,
+        position_ids: Tensor,
+        token_type_ids: Optional[Tensor],
+        buckets: Sequence[Bucket],
+        n_layers: int = 1,
+        *,
+        inference_buffers: Optional[bool] = None,
+        compile: bool = False,
+    ) -> Tensor:
+        """The padding-free forward: windows packed one after the other, `input_ids`,
+        `position_ids` and `token_type_ids` (None: all type 0) of shape [n_positions], and
+        `buckets` the attention buckets that tile them (see `packed`; as built by
+        `spacy_albert.layers.windows`). Returns the last `n_layers` hidden states
+        [n_layers, n_positions, H]: each window's states are those `forward` gives it alone.
+
+        `inference_buffers`: None (on when autograd is off and autocast is not active), True or
+        False. `compile`: run the post-attention blocks through torch.compile (not with
+        inference buffers). Needs absolute position embeddings (relative ones run padded)."""
+        config = self.config
+        if config.position_embedding_type != "absolute":
+            raise ValueError(
+                f"The packed layout needs absolute position embeddings, not {config.position_embedding_type!r}: "
+                "run the windows padded (AlbertModel.forward)."
+            )
+        if input_ids.dim() != 1 or position_ids.shape != input_ids.shape:
+            raise ValueError(
+                f"Packed input_ids and position_ids must both have shape [n_positions]; got {tuple(input_ids.shape)} "
+                f"and {tuple(position_ids.shape)}."
+            )
+        if token_type_ids is not None and token_type_ids.shape != input_ids.shape:
+            raise ValueError(f"token_type_ids has shape {tuple(token_type_ids.shape)}, input_ids {tuple(input_ids.shape)}.")
+        if not 1 <= n_layers <= config.num_hidden_layers + 1:
+            raise ValueError(f"n_layers={n_layers}: choose 1 to {config.num_hidden_layers + 1}.")
+        self._check_inputs(input_ids, token_type_ids, position_ids, input_ids.shape[0])
+        embeddings = self.embeddings(input_ids, token_type_ids, position_ids)
+        return self.encoder.packed(embeddings, buckets, n_layers, inference_buffers=inference_buffers, compile=compile)
 
 
 # ---------------------------------------------------------------------------------------

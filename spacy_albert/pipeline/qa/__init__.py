@@ -41,10 +41,24 @@ path does; its fast path never cuts the question), and each window is
 ``max_position_embeddings``; a stride that does not fit the room left by a long question is
 cut to half that room (the reference would fail there).
 
+Model: ``spacy-albert.QuestionAnswering.v1`` (dropout, then the reference's ``qa_outputs``)
+over a ``spacy-albert.AlbertTransformer.v1`` encoder of the component's own; the windows go in
+as ``PieceSequences`` (packed, no padding), and ``predict`` returns the start/end logits of
+every window (``QAScores``), which ``set_annotations`` decodes. ``export(directory)`` writes
+encoder + head as an ``AlbertForQuestionAnswering`` checkpoint. A checkpoint with a QA head
+(``qa_outputs``) gives a working component without training; one without gets a new head.
+
 Training uses the reference recipe (transformers' ``run_qa.py``): each window of a question is
 an input; its start/end positions are the pieces of the question's first gold answer when the
 answer lies wholly inside the window, and the ``[CLS]`` piece otherwise (also for unanswerable
-questions, as for SQuAD 2.0); the loss is the head's (mean of start and end cross-entropy).
+questions, as for SQuAD 2.0); the loss (``get_loss``) is the head's: per window the mean of
+the start and end cross-entropies, averaged over the windows (each window's softmax covers its
+own positions: there is no padding, where the reference's covers the padding of its batch
+too). ``update`` is thinc's: one forward pass over the batch's windows, backprop into the
+encoder, the optimizer's step in ``finish_update``. spaCy's ``drop`` (``[training] dropout``)
+sets the head's dropout layer before ``qa_outputs``; the encoder's dropout is its configured
+``hidden_dropout_prob`` / ``attention_probs_dropout_prob``. ``max_batch_windows`` is the number
+of windows per forward pass at prediction.
 
 Scores (``qa_exact``, ``qa_f1``, between 0 and 1): the official SQuAD v2.0 exact match and F1
 of each question's best answer (rank 0 in the predicted doc's ``doc._.qa_answers``; "" when
@@ -56,7 +70,7 @@ evaluation during ``spacy train`` would see no questions; ``spacy-albert.QACorpu
 ``.spacy`` files) copies ``doc._.questions`` onto the predicted docs.
 """
 
-from .component import DEFAULT_QA_MODEL, AlbertQuestionAnswering, answer_spans, make_albert_qa
+from .component import DEFAULT_QA_MODEL, AlbertQuestionAnswering, QAScores, answer_spans, make_albert_qa, qa_inputs
 from .corpus import QACorpus, create_qa_corpus
 from .decoding import decode_answers, decode_spans, select_starts_ends
 from .extensions import ANSWERS_EXT, QUESTIONS_EXT, Answer, get_questions, register_extensions
@@ -65,7 +79,6 @@ from .windows import (
     Encoded,
     QASettings,
     Window,
-    collate_qa_windows,
     make_qa_windows,
     target_positions,
     window_ranges,
@@ -79,10 +92,10 @@ __all__ = [
     "Answer",
     "Encoded",
     "QACorpus",
+    "QAScores",
     "QASettings",
     "Window",
     "answer_spans",
-    "collate_qa_windows",
     "create_qa_corpus",
     "decode_answers",
     "decode_spans",
@@ -94,6 +107,7 @@ __all__ = [
     "make_qa_scorer",
     "make_qa_windows",
     "normalize_answer",
+    "qa_inputs",
     "register_extensions",
     "score_qa",
     "select_starts_ends",

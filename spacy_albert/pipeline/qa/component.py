@@ -1,5 +1,17 @@
 """The `albert_qa` component (factory ``albert_qa``): `AlbertQuestionAnswering`, and
-`answer_spans`, the ``doc.spans`` form of its answers."""
+`answer_spans`, the ``doc.spans`` form of its answers.
+
+The model is `spacy-albert.QuestionAnswering.v1`: the reference's ``qa_outputs`` (start and
+end logits) over an `spacy-albert.AlbertTransformer.v1` encoder of the component's own. Its
+input is the component's question/context windows as `PieceSequences` (``[CLS] question [SEP]
+context-part [SEP]``, token types 0 then 1), its output the logits [n_positions, 2] of every
+position of every window, in order. `predict` returns them per window (`QAScores`, with the
+questions and windows they belong to), `set_annotations` decodes them exactly as the
+reference pipeline does, `get_loss` gives the reference loss and its gradient for them (or
+for `begin_update`'s output over the training windows), and `update` is the usual thinc step
+(spaCy's `drop` reaches the head's dropout layer; the encoder's own dropout is its
+configured `hidden_dropout_prob`/`attention_probs_dropout_prob`).
+"""
 
 from __future__ import annotations
 
@@ -9,27 +21,34 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.types import Floats2d
 
-from ...layers.task_model import export_task_model, get_tokenizer, load_task_checkpoint, run_task_model
-from ..guards import check_gradients, check_loss, next_step
+from ...layers.data import PieceSequences
+from ...layers.state import AlbertState
+from ...layers.transformer import albert_state, load_checkpoint, settings_of
+from ...models.modeling_albert import AlbertForQuestionAnswering
+from ..encoder_heads import export_checkpoint, linear_tensors, set_linear
+from ..guards import check_arrays, check_gradients, check_loss, next_step
 from ..serialization import PipeSerialization, claim_encoders
 from .decoding import decode_answers
 from .extensions import ANSWERS_EXT, Answer, get_questions
 from .metrics import gold_answers, score_qa
-from .windows import Encoded, QASettings, Window, collate_qa_windows, make_qa_windows, target_positions
+from .windows import Encoded, QASettings, Window, make_qa_windows, target_positions
 
 DEFAULT_QA_MODEL = Config().from_str(
     """
 [model]
-@architectures = "spacy-albert.AlbertTaskModel.v1"
-task = "question-answering"
+@architectures = "spacy-albert.QuestionAnswering.v1"
+dropout = 0.0
+
+[model.encoder]
+@architectures = "spacy-albert.AlbertTransformer.v1"
 """
 )["model"]
 
@@ -67,7 +86,9 @@ def make_albert_qa(
     max_batch_windows: int,
     scorer: Optional[Callable],
 ) -> "AlbertQuestionAnswering":
-    """Extractive question answering over each doc for the questions in `doc._.questions`."""
+    """Extractive question answering over each doc for the questions in `doc._.questions`.
+    `max_batch_windows`: windows per forward pass at prediction (bounds the memory of the
+    encoder's states; training runs one forward pass per batch of examples)."""
     settings = QASettings(
         top_k=top_k,
         max_answer_len=max_answer_len,
@@ -93,10 +114,32 @@ class _Item:
     windows: List[Window]
 
 
-class AlbertQuestionAnswering(PipeSerialization, TrainablePipe):
-    """ALBERT extractive QA (``AlbertForQuestionAnswering``) as a spaCy component.
+@dataclass
+class QAScores:
+    """What `predict` returns: the start/end logits [window length, 2] of every window (host
+    arrays, column 0 start, column 1 end), in the order of `items` (per doc, its questions;
+    per question, its windows)."""
 
-    The checkpoint comes from the model's ``checkpoint`` setting or from
+    items: List[List[_Item]]
+    logits: List[np.ndarray]
+
+    @property
+    def windows(self) -> List[Window]:
+        return [w for items in self.items for item in items for w in item.windows]
+
+
+def qa_inputs(windows: Sequence[Window]) -> PieceSequences:
+    """The model's input for windows: their piece ids and token types."""
+    return PieceSequences(
+        ids=[np.asarray(w.input_ids, dtype="int64") for w in windows],
+        type_ids=[np.asarray(w.token_type_ids, dtype="int64") for w in windows],
+    )
+
+
+class AlbertQuestionAnswering(PipeSerialization, TrainablePipe):
+    """ALBERT extractive QA (the reference's ``AlbertForQuestionAnswering``) as a spaCy component.
+
+    The checkpoint comes from the encoder's ``checkpoint`` setting or from
     ``initialize(checkpoint=...)`` (in a config: ``[initialize.components.albert_qa]``).
     """
 
@@ -128,78 +171,94 @@ class AlbertQuestionAnswering(PipeSerialization, TrainablePipe):
 
     # -- inputs --------------------------------------------------------------------------------
 
+    @property
+    def encoder(self) -> Model:
+        """The component's `AlbertTransformer`."""
+        return self.model.get_ref("encoder")
+
+    @property
+    def _state(self) -> AlbertState:
+        return albert_state(self.encoder)
+
     def _special_ids(self) -> Tuple[int, int, int]:
-        tokenizer = get_tokenizer(self.model)
+        tokenizer = self._state.tokenizer
         pad = tokenizer.pad_token_id
         return tokenizer.cls_token_id, tokenizer.sep_token_id, 0 if pad is None else pad
 
     def _items(self, text: str, questions: Sequence[str], settings: QASettings) -> List[_Item]:
-        """Windows for every question over `text` (none for a blank context)."""
+        """Windows for every question over `text` (none for a blank context). Windows are at
+        most `max_seq_len` pieces, capped at the encoder's `max_position_embeddings`."""
         questions = [q for q in questions if q.strip()]
         if not text.strip() or not questions:
             return []
-        backend = self.model.attrs["albert"].backend
+        state = self._state
+        backend = state.backend  # a clear error before the encoder has a vocabulary
         context = Encoded.of(backend, text)
         if not context.ids:
             return []
         cls_id, sep_id, _ = self._special_ids()
-        max_positions = self.model.attrs["albert"].config.max_position_embeddings
+        max_positions = state.config.max_position_embeddings
         return [
             _Item(q, text, context, make_qa_windows(Encoded.of(backend, q), context, settings, cls_id=cls_id,
                                                     sep_id=sep_id, max_positions=max_positions))
             for q in questions
         ]  # fmt: skip
 
-    def _logits(self, windows: List[Window]) -> List[Tuple[np.ndarray, np.ndarray]]:
-        """Start and end logits of each window, unpadded."""
-        _, _, pad_id = self._special_ids()
-        results = []
+    def _logits(self, windows: List[Window]) -> List[np.ndarray]:
+        """Start/end logits [length, 2] of each window (host arrays), `max_batch_windows`
+        windows per forward pass."""
+        results: List[np.ndarray] = []
+        ops = self.model.ops
         for i in range(0, len(windows), self.max_batch_windows):
-            batch = windows[i : i + self.max_batch_windows]
-            output = run_task_model(self.model, collate_qa_windows(batch, pad_id), is_train=False)
-            starts = output.start_logits.float().cpu().numpy()
-            ends = output.end_logits.float().cpu().numpy()
-            for j, w in enumerate(batch):
-                n = len(w.input_ids)
-                results.append((starts[j, :n], ends[j, :n]))
+            inputs = qa_inputs(windows[i : i + self.max_batch_windows])
+            scores = np.asarray(ops.to_numpy(self.model.predict(inputs)), dtype="float32")
+            results.extend(np.split(scores, np.cumsum(inputs.lengths)[:-1]))
+        return results
+
+    def _decode(self, items: List[_Item], logits: Sequence[np.ndarray], settings: QASettings) -> List[List[Answer]]:
+        """The reference pipeline's answers for each item, from its windows' logits."""
+        cls_id = self._special_ids()[0] if items else 0
+        results, k = [], 0
+        for item in items:
+            n = len(item.windows)
+            pairs = [(scores[:, 0], scores[:, 1]) for scores in logits[k : k + n]]
+            results.append(decode_answers(item.text, item.context, item.windows, pairs, settings, cls_id=cls_id))
+            k += n
         return results
 
     def _answer(self, items: List[_Item], settings: QASettings) -> List[List[Answer]]:
         windows = [w for item in items for w in item.windows]
-        logits = self._logits(windows) if windows else []
-        cls_id = self._special_ids()[0]
-        results, k = [], 0
-        for item in items:
-            n = len(item.windows)
-            results.append(decode_answers(item.text, item.context, item.windows, logits[k : k + n], settings,
-                                          cls_id=cls_id))  # fmt: skip
-            k += n
-        return results
+        return self._decode(items, self._logits(windows) if windows else [], settings)
 
     # -- prediction ----------------------------------------------------------------------------
 
-
     def export(self, directory: str | Path) -> Path:
-        """Write encoder + head and tokenizer as a Hugging Face checkpoint transformers loads."""
-        return export_task_model(self.model, directory)
+        """Write encoder + head and tokenizer as an `AlbertForQuestionAnswering` checkpoint
+        that transformers loads."""
+        weight, bias = linear_tensors(self.model.get_ref("qa_outputs"))
+        return export_checkpoint(
+            self.encoder, AlbertForQuestionAnswering, {"qa_outputs.weight": weight, "qa_outputs.bias": bias},
+            directory, num_labels=2,
+        )  # fmt: skip
 
-    def predict(self, docs: Iterable[Doc]) -> List[List[Answer]]:
-        """For each doc, its answers: the `doc._.qa_answers` entries it will get."""
+    def predict(self, docs: Iterable[Doc]) -> QAScores:
+        """The start/end logits of every window of every question of each doc (the
+        questions in `doc._.questions`): a `QAScores`, which `set_annotations` decodes."""
         docs = list(docs)
-        items_per_doc = [self._items(doc.text, get_questions(doc), self.settings) for doc in docs]
-        flat = [item for items in items_per_doc for item in items]
-        answers = iter(self._answer(flat, self.settings) if flat else [])
-        predictions = []
-        for items in items_per_doc:
+        items = [self._items(doc.text, get_questions(doc), self.settings) for doc in docs]
+        windows = [w for doc_items in items for item in doc_items for w in item.windows]
+        return QAScores(items, self._logits(windows) if windows else [])
+
+    def set_annotations(self, docs: Iterable[Doc], scores: QAScores) -> None:
+        """Decode `scores` into `doc._.qa_answers` (best first per question, with the
+        question and rank) and `doc.spans[spans_key]`."""
+        flat = [item for doc_items in scores.items for item in doc_items]
+        answers = iter(self._decode(flat, scores.logits, self.settings))
+        for doc, items in zip(docs, scores.items):
             entries = []
             for item in items:
                 for rank, answer in enumerate(next(answers)):
                     entries.append({"question": item.question, **answer, "rank": rank})
-            predictions.append(entries)
-        return predictions
-
-    def set_annotations(self, docs: Iterable[Doc], predictions: List[List[Answer]]) -> None:
-        for doc, entries in zip(docs, predictions):
             doc._.set(ANSWERS_EXT, entries)
             doc.spans[self.spans_key] = answer_spans(doc, entries)
 
@@ -223,6 +282,9 @@ class AlbertQuestionAnswering(PipeSerialization, TrainablePipe):
     # -- training ------------------------------------------------------------------------------
 
     def _training_windows(self, examples: Iterable[Example]) -> List[Tuple[Window, int, int]]:
+        """Each window of each question of the examples' reference docs, with its target
+        start/end positions (`target_positions`: [CLS] when the question's first gold answer
+        is not wholly inside the window, or the question has none)."""
         features = []
         for eg in examples:
             reference = eg.reference
@@ -236,6 +298,62 @@ class AlbertQuestionAnswering(PipeSerialization, TrainablePipe):
                     features.append((window, start, end))
         return features
 
+    def get_loss(
+        self, examples: Iterable[Example], scores: Union[Floats2d, QAScores, Sequence[Floats2d]]
+    ) -> Tuple[float, Floats2d]:
+        """The reference loss (``AlbertForQuestionAnswering``'s) over the training windows of
+        `examples` (see `_training_windows`): per window, the mean of the start and end
+        cross-entropies over the window's positions; the mean over windows. Returns the loss
+        and its gradient w.r.t. the scores, [n_positions, 2] on the model's device.
+
+        `scores` are the logits of those windows: `begin_update`'s output on their
+        `qa_inputs`, [n_positions, 2]; or `predict`'s (a `QAScores`, or a list of per-window
+        arrays) when the predicted docs carry the reference's questions.
+
+        The reference pads a batch to its longest window and its cross-entropy runs over the
+        padding positions too (with whatever logits the model gives them); windows here are
+        packed without padding, so each window's softmax covers its own positions only."""
+        examples = list(examples)
+        validate_examples(examples, "AlbertQuestionAnswering.get_loss")
+        ops, xp = self.model.ops, self.model.ops.xp
+        features = self._training_windows(examples)
+        if isinstance(scores, QAScores):
+            scores = scores.logits
+        if isinstance(scores, (list, tuple)):
+            scores = ops.xp.concatenate([ops.asarray2f(s) for s in scores]) if scores else ops.alloc2f(0, 2)
+        scores = ops.asarray2f(scores)
+        lengths = np.asarray([len(w.input_ids) for w, _, _ in features], dtype="int64")
+        if scores.shape != (int(lengths.sum()), 2):
+            raise ValueError(
+                f"{self.name!r}: scores of shape {tuple(scores.shape)}, but the examples' {len(features)} windows "
+                f"have {int(lengths.sum())} positions (expected [{int(lengths.sum())}, 2])."
+            )
+        if not features:
+            return 0.0, ops.alloc2f(0, 2)
+        n_windows, longest = len(features), int(lengths.max())
+        window_of = np.repeat(np.arange(n_windows), lengths)
+        position = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        rows, cols = ops.asarray1i(window_of), ops.asarray1i(position)
+        # Windows side by side [n_windows, longest, 2], -inf beyond each window's end, so
+        # that each softmax runs over its own window's positions.
+        padded = xp.full((n_windows, longest, 2), -xp.inf, dtype="float32")
+        padded[rows, cols] = scores
+        shifted = padded - padded.max(axis=1, keepdims=True)
+        exp = xp.exp(shifted)
+        sums = exp.sum(axis=1, keepdims=True)
+        probs = (exp / sums)[rows, cols]  # [n_positions, 2]
+        log_probs = shifted - xp.log(sums)
+        targets = ops.asarray2i(np.asarray([[s, e] for _, s, e in features], dtype="int32").reshape(-1, 2))
+        windows = ops.asarray1i(np.arange(n_windows))
+        picked = xp.stack([log_probs[windows, targets[:, 0], 0], log_probs[windows, targets[:, 1], 1]], axis=1)
+        loss = -float(picked.astype("float64").sum()) / (2 * n_windows)
+        offsets = ops.asarray1i(np.cumsum(lengths) - lengths)
+        d_scores = probs
+        d_scores[offsets + targets[:, 0], 0] -= 1.0
+        d_scores[offsets + targets[:, 1], 1] -= 1.0
+        d_scores /= 2 * n_windows
+        return loss, ops.asarray2f(d_scores)
+
     def update(
         self,
         examples: Iterable[Example],
@@ -244,12 +362,13 @@ class AlbertQuestionAnswering(PipeSerialization, TrainablePipe):
         sgd: Optional[Optimizer] = None,
         losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
-        """One step of the reference QA loss over all windows of all questions of `examples`
-        (the mean over windows, accumulated in chunks of `max_batch_windows`). Dropout is the
-        checkpoint's own (`hidden_dropout_prob`, active in training); `drop` is not used. A
-        non-finite loss (checked per chunk, before its backward pass) or gradient (checked
-        before the optimizer step) raises `NonFiniteError` naming the component and its
-        update step, with the gradients cleared and the weights unchanged (see `guards`)."""
+        """One step of the reference QA loss (`get_loss`) over all windows of all questions of
+        `examples`, in one forward pass (the encoder chunks it by its `max_batch_pieces`).
+        `drop` sets the head's dropout (before ``qa_outputs``); the encoder's is its
+        configured ``hidden_dropout_prob``/``attention_probs_dropout_prob``. A non-finite
+        loss or gradient of the scores (checked before the backward pass) or of the weights
+        (checked after it) raises `NonFiniteError` naming the component and its update step,
+        with the gradients cleared and the weights unchanged (see `guards`)."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
@@ -260,22 +379,15 @@ class AlbertQuestionAnswering(PipeSerialization, TrainablePipe):
         if not features:
             return losses
         set_dropout_rate(self.model, drop)
-        _, _, pad_id = self._special_ids()
-        total = 0.0
-        for i in range(0, len(features), self.max_batch_windows):
-            batch = features[i : i + self.max_batch_windows]
-            inputs = collate_qa_windows([w for w, _, _ in batch], pad_id)
-            inputs["start_positions"] = torch.tensor([s for _, s, _ in batch], dtype=torch.long)
-            inputs["end_positions"] = torch.tensor([e for _, _, e in batch], dtype=torch.long)
-            output = run_task_model(self.model, inputs, is_train=True)
-            loss = output.loss.float() * (len(batch) / len(features))
-            check_loss(self.name, step, loss, self.model)
-            loss.backward()
-            total += loss.item()
+        scores, backprop = self.model.begin_update(qa_inputs([w for w, _, _ in features]))
+        loss, d_scores = self.get_loss(examples, scores)
+        check_loss(self.name, step, loss, self.model)
+        check_arrays(self.name, step, "gradient of the scores", d_scores, self.model)
+        backprop(d_scores)
         check_gradients(self.name, step, self.model)
         if sgd is not None:
             self.finish_update(sgd)
-        losses[self.name] += total
+        losses[self.name] += loss
         return losses
 
     def initialize(
@@ -285,12 +397,22 @@ class AlbertQuestionAnswering(PipeSerialization, TrainablePipe):
         nlp: Optional[Language] = None,
         checkpoint: Optional[str] = None,
     ) -> None:
-        """Load `checkpoint` (a Hugging Face ALBERT directory or cached hub id; a checkpoint
-        without a QA head gets a new one), or the model's own `checkpoint` setting."""
+        """Load `checkpoint` (a Hugging Face ALBERT directory or cached hub id), or else the
+        encoder's own `checkpoint` setting, into the encoder; then initialise the model and
+        take the checkpoint's QA head (``qa_outputs``, [2, hidden_size]) when it has one (a
+        checkpoint without one gets a new head)."""
         validate_get_examples(get_examples, "AlbertQuestionAnswering.initialize")
-        if checkpoint is not None:
-            load_task_checkpoint(self.model, checkpoint)
+        encoder = self.encoder
+        checkpoint = checkpoint or settings_of(encoder)["checkpoint"]
+        weights = load_checkpoint(encoder, checkpoint) if checkpoint else {}
+        width = albert_state(encoder).config.hidden_size
+        qa_outputs = self.model.get_ref("qa_outputs")
+        if qa_outputs.has_param("W") and qa_outputs.get_dim("nI") != width:  # re-initialised at another width
+            qa_outputs.set_dim("nI", width, force=True)
         self.model.initialize()
+        weight, bias = weights.get("qa_outputs.weight"), weights.get("qa_outputs.bias")
+        if weight is not None and bias is not None and tuple(weight.shape) == (2, width) and tuple(bias.shape) == (2,):
+            set_linear(qa_outputs, weight, bias, "qa_outputs")
 
     def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
         """`qa_exact` and `qa_f1` (see `score_qa`), with golds read under this `spans_key`."""

@@ -1,12 +1,12 @@
 """Question/context windows of `albert_qa` (the reference's ``truncation="only_second"`` with
-``return_overflowing_tokens=True``), their batch collation and training target positions."""
+``return_overflowing_tokens=True``) and their training target positions. The component hands
+the windows to its model as `PieceSequences` (packed, no padding: see `component.qa_inputs`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Tuple
 
-import torch
 
 @dataclass
 class Encoded:
@@ -89,21 +89,6 @@ def make_qa_windows(
         types = [0] * len(head) + [1] * (end - start + 1)
         windows.append(Window(ids, types, len(head), start, end, question))
     return windows
-
-
-def collate_qa_windows(windows: Sequence[Window], pad_id: int) -> Dict[str, torch.Tensor]:
-    """Right-padded torch inputs for a batch of windows."""
-    length = max(len(w.input_ids) for w in windows)
-    ids = torch.full((len(windows), length), pad_id, dtype=torch.long)
-    types = torch.zeros((len(windows), length), dtype=torch.long)
-    mask = torch.zeros((len(windows), length), dtype=torch.long)
-    for i, w in enumerate(windows):
-        n = len(w.input_ids)
-        ids[i, :n] = torch.tensor(w.input_ids)
-        types[i, :n] = torch.tensor(w.token_type_ids)
-        mask[i, :n] = 1
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
-
 
 
 def target_positions(context: Encoded, window: Window, answer: Optional[Tuple[int, int]]) -> Tuple[int, int]:

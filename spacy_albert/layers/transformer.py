@@ -2,11 +2,13 @@
 
 The text of each doc is tokenized once by the fast tokenizer; pieces are aligned to spaCy
 tokens by character offsets, cut into windows (strided, or along sentences) and encoded
-by the native `AlbertModel` inside thinc's PyTorch wrapper. The model is built from the
-hyperparameters in the config, without touching files; `initialize` (or the component's
-`initialize(checkpoint=...)`) loads a checkpoint, whose config then decides the shapes, and
-serialization stores config, weights (safetensors) and vocabulary, so a saved pipeline
-never needs the original checkpoint.
+by the native `AlbertModel` (the `WindowedEncoder` torch module, in an `AlbertShim`).
+Components that build their own inputs (question + context, prompt + choice, masked text)
+run the same encoder on `PieceSequences` through `encode_sequences` (and the masked-LM head
+through `mlm_logits`). The model is built from the hyperparameters in the config, without
+touching files; `initialize` (or the component's `initialize(checkpoint=...)`) loads a
+checkpoint, whose config then decides the shapes, and serialization stores config, weights
+(safetensors) and vocabulary, so a saved pipeline never needs the original checkpoint.
 """
 
 from __future__ import annotations

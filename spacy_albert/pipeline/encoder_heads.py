@@ -25,8 +25,15 @@ from .guards import check_arrays, check_gradients, check_loss, next_step
 
 
 class HeadUpdateMixin:
-    """`update` for components whose model maps docs to scores and whose `get_loss` gives
-    the loss and its gradient (the spaCy tagger pattern)."""
+    """`update` for every spacy-albert component (the spaCy tagger pattern): the model maps
+    inputs to scores, `get_loss(examples, scores)` gives the loss and its gradient, thinc
+    backprop runs into the encoder and `finish_update` steps the optimizer. `training_inputs`
+    says what the model reads: the predicted docs by default; components that build their
+    own inputs (question + context, prompt + choice, masked text) override it."""
+
+    def training_inputs(self, examples: list[Example]) -> Optional[tuple[Any, list[Example]]]:
+        """(model inputs, the examples `get_loss` scores against), or None to skip the batch."""
+        return [eg.predicted for eg in examples], examples
 
     def update(
         self,
@@ -36,23 +43,28 @@ class HeadUpdateMixin:
         sgd: Optional[Optimizer] = None,
         losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
-        """One training step. A non-finite loss or gradient of the scores (checked before
-        the backward pass) or of the model's weights (checked after it, whether or not `sgd`
-        is given) raises `NonFiniteError` naming the component and its update step, with the
-        gradients cleared and no optimizer step taken (see `guards`)."""
+        """One training step: `drop` sets the dropout of the head's thinc layers (the encoder's
+        own is its configured hidden/attention dropout). A non-finite loss or gradient of the
+        scores (checked before the backward pass) or of the model's weights (checked after it,
+        whether or not `sgd` is given) raises `NonFiniteError` naming the component and its
+        update step, with the gradients cleared and no optimizer step taken (see `guards`)."""
         losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, f"{type(self).__name__}.update")
         step = next_step(self)
+        batch = self.training_inputs(examples)
+        if batch is None:
+            return losses
+        inputs, scored = batch
         set_dropout_rate(self.model, drop)
-        scores, backprop = self.model.begin_update([eg.predicted for eg in examples])
-        loss, d_scores = self.get_loss(examples, scores)
+        scores, backprop = self.model.begin_update(inputs)
+        loss, d_scores = self.get_loss(scored, scores)
         check_loss(self.name, step, loss, self.model)
         check_arrays(self.name, step, "gradient of the scores", d_scores, self.model)
         backprop(d_scores)
         check_gradients(self.name, step, self.model)
-        if sgd is not None:
+        if sgd not in (None, False):
             self.finish_update(sgd)
         losses[self.name] += loss
         return losses

@@ -52,10 +52,10 @@ import torch
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
-from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.training import Example, validate_get_examples
 from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model
 from thinc.types import Floats2d
 
 from ..errors import AlbertError
@@ -63,8 +63,7 @@ from ..layers.data import PieceSequences
 from ..layers.state import AlbertState
 from ..layers.transformer import albert_state, load_checkpoint, settings_of
 from ..models.modeling_albert import AlbertForMaskedLM
-from .encoder_heads import export_checkpoint
-from .guards import check_arrays, check_gradients, check_loss, next_step
+from .encoder_heads import HeadUpdateMixin, export_checkpoint
 from .serialization import PipeSerialization, claim_encoders
 
 DOC_EXTENSION = "mask_fills"
@@ -129,7 +128,7 @@ def make_albert_fill_mask(
     )  # fmt: skip
 
 
-class AlbertFillMask(PipeSerialization, TrainablePipe):
+class AlbertFillMask(PipeSerialization, HeadUpdateMixin, TrainablePipe):
     """Fill [MASK] pieces with ALBERT's masked-LM head; train it on raw text.
 
     The model is `spacy-albert.MaskedLanguageModel.v1` with its own encoder; weights and
@@ -405,41 +404,12 @@ class AlbertFillMask(PipeSerialization, TrainablePipe):
 
     # ---- training --------------------------------------------------------------------------
 
-    def update(
-        self,
-        examples: Iterable[Example],
-        *,
-        drop: float = 0.0,
-        sgd: Optional[Optimizer] = None,
-        losses: Optional[Dict[str, float]] = None,
-    ) -> Dict[str, float]:
-        """One masked-LM step on the examples' texts: mask with the reference recipe
-        (`masked_inputs`), run the model (`drop` sets the head's dropout), take the mean
-        cross-entropy over the masked pieces (`get_loss`), backpropagate and let `sgd` update
-        the weights. A batch without a selected piece changes nothing. A non-finite loss or
-        gradient of the scores (checked before the backward pass) or of the weights (checked
-        after it) raises `NonFiniteError` naming the component and its update step, with the
-        gradients cleared and the weights unchanged (see `guards`)."""
-        if losses is None:
-            losses = {}
-        losses.setdefault(self.name, 0.0)
-        examples = list(examples)
-        validate_examples(examples, "AlbertFillMask.update")
-        step = next_step(self)
+    def training_inputs(self, examples: List[Example]) -> Optional[Tuple[PieceSequences, List[Example]]]:
+        """One masked-LM batch of the examples' texts (`masked_inputs`: the reference recipe,
+        from torch's global generator); None when no piece was selected. `drop` sets the
+        dropout on the masked pieces' hidden states before the head."""
         inputs, labels = self.masked_inputs(examples)
-        if len(labels) == 0:
-            return losses
-        set_dropout_rate(self.model, drop)
-        scores, backprop = self.model.begin_update(inputs)
-        loss, d_scores = self.get_loss(examples, scores)
-        check_loss(self.name, step, loss, self.model)
-        check_arrays(self.name, step, "gradient of the scores", d_scores, self.model)
-        backprop(d_scores)
-        check_gradients(self.name, step, self.model)
-        if sgd is not None:
-            self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
+        return (inputs, examples) if len(labels) else None
 
     def get_loss(
         self, examples: Iterable[Example], scores: Floats2d, *, labels: Optional[Any] = None

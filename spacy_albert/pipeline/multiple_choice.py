@@ -61,15 +61,14 @@ from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model
 from thinc.types import Floats2d
 
 from ..layers.data import PieceSequences
 from ..layers.state import AlbertState
 from ..layers.transformer import albert_state, load_checkpoint, settings_of
 from ..models.modeling_albert import AlbertForMultipleChoice
-from .encoder_heads import export_checkpoint, linear_tensors, set_linear
-from .guards import check_arrays, check_gradients, check_loss, next_step
+from .encoder_heads import HeadUpdateMixin, export_checkpoint, linear_tensors, set_linear
 from .serialization import PipeSerialization, claim_encoders
 
 CHOICES = "choices"
@@ -176,7 +175,7 @@ def make_copy_extensions(names: List[str] = [CHOICES]) -> Callable[[Language, Ex
     return copy_extensions
 
 
-class AlbertMultipleChoice(PipeSerialization, TrainablePipe):
+class AlbertMultipleChoice(PipeSerialization, HeadUpdateMixin, TrainablePipe):
     """Scores each of a doc's `doc._.choices` as the answer to its text as the reference's
     `AlbertForMultipleChoice` does, trained with its cross-entropy over the choices.
 
@@ -261,27 +260,9 @@ class AlbertMultipleChoice(PipeSerialization, TrainablePipe):
 
     # ---------------------------------------------------------------- training
 
-    def update(
-        self,
-        examples: Iterable[Example],
-        *,
-        drop: float = 0.0,
-        sgd: Optional[Optimizer] = None,
-        losses: Optional[Dict[str, float]] = None,
-    ) -> Dict[str, float]:
-        """One step on the reference's cross-entropy over each example's choices: the model's
-        `begin_update` over the (prompt, choice) pairs with spaCy's `drop` set on the head's
-        dropout, `get_loss`, the backward pass through head and encoder, and `finish_update`
-        with `sgd` if given. Examples without choices or without a gold `correct_choice` are
-        skipped. A non-finite loss or gradient of the scores (checked before the backward
-        pass) or of the weights (after it) raises `NonFiniteError` naming the component and its
-        update step, with the gradients cleared and the weights unchanged (see `guards`)."""
-        if losses is None:
-            losses = {}
-        losses.setdefault(self.name, 0.0)
-        examples = list(examples)
-        validate_examples(examples, "AlbertMultipleChoice.update")
-        step = next_step(self)
+    def training_inputs(self, examples: List[Example]) -> Optional[Tuple[PieceSequences, List[Example]]]:
+        """The (prompt, choice) pairs of the examples that have choices and a gold
+        `correct_choice`; the others are skipped (None when none is left, with a warning once)."""
         kept = [eg for eg in examples if _choices_of(eg) and _gold_answer(eg) is not None]
         if not kept:
             if examples and not self._warned_no_gold:
@@ -291,18 +272,8 @@ class AlbertMultipleChoice(PipeSerialization, TrainablePipe):
                     f"doc._.{CORRECT_CHOICE} (int) on its reference doc; nothing to learn from. Were the docs "
                     "saved with DocBin(store_user_data=True)?"
                 )
-            return losses
-        set_dropout_rate(self.model, drop)
-        scores, backprop = self.model.begin_update(self.get_inputs(kept))
-        loss, d_scores = self.get_loss(kept, scores)
-        check_loss(self.name, step, loss, self.model)
-        check_arrays(self.name, step, "gradient of the scores", d_scores, self.model)
-        backprop(d_scores)
-        check_gradients(self.name, step, self.model)
-        if sgd not in (None, False):
-            self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
+            return None
+        return self.get_inputs(kept), kept
 
     def get_loss(self, examples: Iterable[Example], scores: Scores) -> Tuple[float, Scores]:
         """The reference's cross-entropy over each example's choices (the mean over the

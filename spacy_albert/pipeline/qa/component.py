@@ -26,15 +26,14 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model
 from thinc.types import Floats2d
 
 from ...layers.data import PieceSequences
 from ...layers.state import AlbertState
 from ...layers.transformer import albert_state, load_checkpoint, settings_of
 from ...models.modeling_albert import AlbertForQuestionAnswering
-from ..encoder_heads import export_checkpoint, linear_tensors, set_linear
-from ..guards import check_arrays, check_gradients, check_loss, next_step
+from ..encoder_heads import HeadUpdateMixin, export_checkpoint, linear_tensors, set_linear
 from ..serialization import PipeSerialization, claim_encoders
 from .decoding import decode_answers
 from .extensions import ANSWERS_EXT, Answer, get_questions
@@ -136,7 +135,7 @@ def qa_inputs(windows: Sequence[Window]) -> PieceSequences:
     )
 
 
-class AlbertQuestionAnswering(PipeSerialization, TrainablePipe):
+class AlbertQuestionAnswering(PipeSerialization, HeadUpdateMixin, TrainablePipe):
     """ALBERT extractive QA (the reference's ``AlbertForQuestionAnswering``) as a spaCy component.
 
     The checkpoint comes from the encoder's ``checkpoint`` setting or from
@@ -354,41 +353,14 @@ class AlbertQuestionAnswering(PipeSerialization, TrainablePipe):
         d_scores /= 2 * n_windows
         return loss, ops.asarray2f(d_scores)
 
-    def update(
-        self,
-        examples: Iterable[Example],
-        *,
-        drop: float = 0.0,
-        sgd: Optional[Optimizer] = None,
-        losses: Optional[Dict[str, float]] = None,
-    ) -> Dict[str, float]:
-        """One step of the reference QA loss (`get_loss`) over all windows of all questions of
-        `examples`, in one forward pass (the encoder chunks it by its `max_batch_pieces`).
-        `drop` sets the head's dropout (before ``qa_outputs``); the encoder's is its
-        configured ``hidden_dropout_prob``/``attention_probs_dropout_prob``. A non-finite
-        loss or gradient of the scores (checked before the backward pass) or of the weights
-        (checked after it) raises `NonFiniteError` naming the component and its update step,
-        with the gradients cleared and the weights unchanged (see `guards`)."""
-        if losses is None:
-            losses = {}
-        losses.setdefault(self.name, 0.0)
-        examples = list(examples)
-        validate_examples(examples, "AlbertQuestionAnswering.update")
-        step = next_step(self)
+    def training_inputs(self, examples: List[Example]) -> Optional[Tuple[PieceSequences, List[Example]]]:
+        """All windows of all questions of `examples` (with gold answers), one forward pass
+        (the encoder chunks it by its `max_batch_pieces`); None when there are none. `drop`
+        sets the head's dropout (before ``qa_outputs``)."""
         features = self._training_windows(examples)
         if not features:
-            return losses
-        set_dropout_rate(self.model, drop)
-        scores, backprop = self.model.begin_update(qa_inputs([w for w, _, _ in features]))
-        loss, d_scores = self.get_loss(examples, scores)
-        check_loss(self.name, step, loss, self.model)
-        check_arrays(self.name, step, "gradient of the scores", d_scores, self.model)
-        backprop(d_scores)
-        check_gradients(self.name, step, self.model)
-        if sgd is not None:
-            self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
+            return None
+        return qa_inputs([w for w, _, _ in features]), examples
 
     def initialize(
         self,

@@ -86,20 +86,25 @@ def copy_pipeline(path: Path, tmp_path: Path) -> Path:
     return target
 
 
-def encoder_attrs_index(msg: dict) -> int:
-    return next(i for i, node in enumerate(msg["nodes"]) if node["name"] == "albert_transformer")
+def edit_encoder_message(model_bytes: bytes, edit) -> bytes:
+    """A thinc model's bytes with `edit` applied to its ALBERT encoder's message (the shim's:
+    config, tokenizer files and safetensors weights, saved together)."""
+    msg = srsly.msgpack_loads(model_bytes)
+    j = next(k for k, shims in enumerate(msg["shims"]) if shims)
+    encoder = srsly.msgpack_loads(msg["shims"][j][0])
+    edit(encoder)
+    msg["shims"][j][0] = srsly.msgpack_dumps(encoder)
+    return srsly.msgpack_dumps(msg)
 
 
 # ---- security: nothing is written from a loaded file -----------------------------------------
 @pytest.mark.parametrize("hostile_name", ["../../escaped.pth", "/tmp/spacy_albert_escaped.pth", "sub/dir.json"])
 def test_tokenizer_file_names_from_a_saved_model_are_refused(saved, tmp_path, hostile_name):
     path = copy_pipeline(saved[0], tmp_path)
-    msg = srsly.msgpack_loads((path / "albert_ner" / "model").read_bytes())
-    i = encoder_attrs_index(msg)
-    state = srsly.msgpack_loads(msg["attrs"][i]["albert"])
-    state["tokenizer"][hostile_name] = b"import os; os.system('echo pwned')\n"
-    msg["attrs"][i]["albert"] = srsly.msgpack_dumps(state)
-    (path / "albert_ner" / "model").write_bytes(srsly.msgpack_dumps(msg))
+    model_file = path / "albert_ner" / "model"
+    model_file.write_bytes(edit_encoder_message(
+        model_file.read_bytes(), lambda m: m["tokenizer"].update({hostile_name: b"import os; os.system('echo pwned')\n"})
+    ))  # fmt: skip
     target = (Path("/tmp") / "spacy_albert_escaped.pth") if hostile_name.startswith("/") else None
     if target is not None and target.exists():
         target.unlink()
@@ -117,12 +122,7 @@ def _bytes_with_hostile_name(path: Path, name: str) -> bytes:
     nlp = spacy.load(path)
     data = srsly.msgpack_loads(nlp.to_bytes())
     component = srsly.msgpack_loads(data["albert_ner"])
-    msg = srsly.msgpack_loads(component["model"])
-    i = encoder_attrs_index(msg)
-    state = srsly.msgpack_loads(msg["attrs"][i]["albert"])
-    state["tokenizer"][name] = b"x"
-    msg["attrs"][i]["albert"] = srsly.msgpack_dumps(state)
-    component["model"] = srsly.msgpack_dumps(msg)
+    component["model"] = edit_encoder_message(component["model"], lambda m: m["tokenizer"].update({name: b"x"}))
     data["albert_ner"] = srsly.msgpack_dumps(component)
     return srsly.msgpack_dumps(data)
 
@@ -219,21 +219,11 @@ def test_store_outputs_overridden_at_load(albert_checkpoint, tmp_path):
 # ---- corrupted files ------------------------------------------------------------------------------
 def _truncate_safetensors_inside(data: bytes) -> bytes:
     """The model file with the encoder's safetensors bytes cut in half (msgpack still valid)."""
-    msg = srsly.msgpack_loads(data)
-    j = next(k for k, shims in enumerate(msg["shims"]) if shims)
-    shim = srsly.msgpack_loads(msg["shims"][j][0])
-    shim["state"] = shim["state"][: len(shim["state"]) // 2]
-    msg["shims"][j][0] = srsly.msgpack_dumps(shim)
-    return srsly.msgpack_dumps(msg)
+    return edit_encoder_message(data, lambda m: m.update(weights=m["weights"][: len(m["weights"]) // 2]))
 
 
 def _corrupt_tokenizer(data: bytes) -> bytes:
-    msg = srsly.msgpack_loads(data)
-    i = encoder_attrs_index(msg)
-    state = srsly.msgpack_loads(msg["attrs"][i]["albert"])
-    state["tokenizer"] = {name: b"\x00garbage" * 10 for name in state["tokenizer"]}
-    msg["attrs"][i]["albert"] = srsly.msgpack_dumps(state)
-    return srsly.msgpack_dumps(msg)
+    return edit_encoder_message(data, lambda m: m.update(tokenizer={name: b"\x00garbage" * 10 for name in m["tokenizer"]}))
 
 
 CORRUPTIONS = {

@@ -166,6 +166,9 @@ class AlbertQuestionAnswering(PipeSerialization, HeadUpdateMixin, TrainablePipe)
         self.max_batch_windows = max_batch_windows
         self.scorer = scorer
         self.cfg: Dict[str, Any] = {"spans_key": spans_key}
+        # the current update's training windows: `training_inputs` builds them once and the
+        # `get_loss` of the same update takes them (the examples match by identity)
+        self._last_windows: Tuple[List[Example], List[Tuple[Window, int, int]]] = ([], [])
         claim_encoders(self.model, name)
 
     # -- inputs --------------------------------------------------------------------------------
@@ -315,7 +318,10 @@ class AlbertQuestionAnswering(PipeSerialization, HeadUpdateMixin, TrainablePipe)
         examples = list(examples)
         validate_examples(examples, "AlbertQuestionAnswering.get_loss")
         ops, xp = self.model.ops, self.model.ops.xp
-        features = self._training_windows(examples)
+        built_for, features = self._last_windows
+        self._last_windows = ([], [])
+        if len(built_for) != len(examples) or any(a is not b for a, b in zip(built_for, examples)):
+            features = self._training_windows(examples)
         if isinstance(scores, QAScores):
             scores = scores.logits
         if isinstance(scores, (list, tuple)):
@@ -358,6 +364,7 @@ class AlbertQuestionAnswering(PipeSerialization, HeadUpdateMixin, TrainablePipe)
         (the encoder chunks it by its `max_batch_pieces`); None when there are none. `drop`
         sets the head's dropout (before ``qa_outputs``)."""
         features = self._training_windows(examples)
+        self._last_windows = (examples, features)
         if not features:
             return None
         return qa_inputs([w for w, _, _ in features]), examples

@@ -23,7 +23,7 @@ from ..errors import AlbertError
 from ..models.configuration import AlbertConfig
 from ..models.modeling_albert import AlbertMLMHead, AlbertModel
 from ..models.precision import autocast
-from .windows import WindowBatch, unpack_chunk
+from .windows import WindowBatch, batch_tensors, unpack_chunk
 
 # The thread count a forked child inherited from a parent with several torch threads (set in
 # the child by the fork hook; None elsewhere, and once the encoder has acted on it).
@@ -123,24 +123,26 @@ class WindowedEncoder(nn.Module):
         width = self.config.hidden_size
         n_layers = batch.n_layers
         device = self.albert.embeddings.word_embeddings.weight.device
-        counts = torch.as_tensor(batch.counts, device=device)
-        doc_windows = torch.as_tensor(batch.doc_windows, device=device)
+        packed = self.config.position_embedding_type == "absolute"
+        # relative position embeddings: packed chunks run the model's own padded path
+        chunks = [chunk if packed or not chunk.packed else unpack_chunk(chunk) for chunk in batch.chunks]
+        for chunk in chunks:  # the ids are checked on the host: the model never reads them back
+            self.albert.check_ids(chunk.input_ids, chunk.token_type_ids, chunk.position_ids, chunk.input_ids.shape[-1])
+        # One upload for the whole batch (a copy from the host waits for the device's queue).
+        tensors, (counts, doc_windows) = batch_tensors(chunks, (batch.counts, batch.doc_windows), device)
         out = counts.new_zeros((n_layers, counts.shape[0], width))
         cls = counts.new_zeros((n_layers, doc_windows.shape[0], width))
-        packed = self.config.position_embedding_type == "absolute"
         compiled = self.torch_compile and not self.quantized  # int8 layers run eagerly
         with autocast(self.precision, device.type):
-            for chunk in batch.chunks:
-                t = chunk.tensors(device)
-                if chunk.packed and packed:
+            for chunk, t in zip(chunks, tensors):
+                if chunk.packed:
                     states = self.albert.packed_hidden_states(
                         t["input_ids"], t["position_ids"], t["token_type_ids"], t["buckets"], n_layers,
-                        inference_buffers=self.inference_buffers, compile=compiled,
+                        inference_buffers=self.inference_buffers, compile=compiled, check_inputs=False,
                     )  # fmt: skip
-                else:
-                    if chunk.packed:  # relative position embeddings: the model's own padded path
-                        t = unpack_chunk(chunk).tensors(device)
-                    states = self._padded_states(t["input_ids"], t["attention_mask"], t["token_type_ids"], n_layers)
+                else:  # an all-real mask (decided on the host) is no mask
+                    mask = None if chunk.attention_mask.all() else t["attention_mask"]
+                    states = self._padded_states(t["input_ids"], mask, t["token_type_ids"], n_layers)
                 out.index_add_(1, t["target"], states[:, t["source"]].float())
                 cls.index_add_(1, t["window_doc"], states[:, t["cls_rows"]].float())
         if batch.overlapping:
@@ -159,7 +161,7 @@ class WindowedEncoder(nn.Module):
         self, ids: torch.Tensor, mask: torch.Tensor, types: Optional[torch.Tensor], n_layers: int
     ) -> torch.Tensor:
         result = self.albert(ids, attention_mask=mask, token_type_ids=types, output_hidden_states=n_layers > 1,
-                             inference_buffers=self.inference_buffers)  # fmt: skip
+                             inference_buffers=self.inference_buffers, check_inputs=False)  # fmt: skip
         if n_layers > 1:
             states = torch.stack(result.hidden_states[-n_layers:])
         else:

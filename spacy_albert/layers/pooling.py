@@ -66,17 +66,17 @@ def _mix(model: Model, stacks: List[Any]) -> tuple[List[Any], Callable]:
 
     def backprop(d_mixed: List[Any]) -> List[Any]:
         d_weights = ops.alloc1f(k)
-        d_gamma = 0.0
+        d_gamma = ops.alloc1f(1)  # summed where the arrays live: no host read per doc
         d_stacks = []
         for d, s, c, full in zip(d_mixed, selected, combined, stacks):
-            d_gamma += float((d * c).sum())
+            d_gamma += (d * c).sum()
             d_weights += gamma[0] * (s * d[None]).sum(axis=(1, 2))
             grad = ops.xp.zeros(full.shape, dtype="float32")
             grad[-k:] = gamma[0] * weights[:, None, None] * d[None]
             d_stacks.append(grad)
         # softmax backprop: dz = w * (dw - sum(w * dw))
         model.inc_grad("mix", weights * (d_weights - (weights * d_weights).sum()))
-        model.inc_grad("gamma", ops.asarray1f([d_gamma]))
+        model.inc_grad("gamma", d_gamma)
         return d_stacks
 
     return mixed, backprop
@@ -95,11 +95,12 @@ def _forward(model: Model, docs_data: List[AlbertDocData], is_train: bool) -> tu
     X = ops.xp.concatenate(mixed, axis=0) if mixed else ops.alloc2f(0, width)
     lengths_np = [d.alignment.lengths for d in docs_data]
     indices_np = [d.alignment.indices.astype("int64") + off for d, off in zip(docs_data, piece_offsets)]
-    lengths = ops.asarray1i(numpy.concatenate(lengths_np) if lengths_np else numpy.zeros(0, "int32"))
+    lengths_host = numpy.concatenate(lengths_np) if lengths_np else numpy.zeros(0, "int32")
+    lengths = ops.asarray1i(lengths_host)
     indices = ops.asarray1i(numpy.concatenate(indices_np) if indices_np else numpy.zeros(0, "int32"))
     G = X[indices]
     Y = ops.alloc2f(int(lengths.shape[0]), width)
-    nonzero = xp.flatnonzero(lengths > 0)
+    nonzero = ops.asarray1i(numpy.flatnonzero(lengths_host > 0))  # from the host lengths: no device read
     starts = xp.cumsum(lengths) - lengths
     which = None
     if G.shape[0] == 0:  # no token has a piece (empty or whitespace-only docs)

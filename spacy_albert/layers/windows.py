@@ -16,7 +16,7 @@ sorted by length and grouped into `Chunk`s, in one of two layouts (`batching`):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -124,24 +124,66 @@ class Chunk:
         n, width = self.input_ids.shape
         return int(n * width * width)
 
-    def tensors(self, device: torch.device) -> dict[str, Any]:
-        def t(array: Optional[np.ndarray]) -> Optional[torch.Tensor]:
-            return None if array is None else torch.as_tensor(array, device=device)
+    def arrays(self) -> list[Optional[np.ndarray]]:
+        """The chunk's host arrays, in the order `from_tensors` reads them back."""
+        arrays = [getattr(self, name) for name in _CHUNK_ARRAYS]
+        for gather, mask, scatter in self.buckets:
+            arrays += [gather if isinstance(gather, np.ndarray) else None, mask, scatter]
+        return arrays
 
-        buckets = [(t(gather) if isinstance(gather, np.ndarray) else gather,
-                    None if mask is None else t(mask)[:, None, None, :], t(scatter))
-                   for gather, mask, scatter in self.buckets]  # fmt: skip
-        return {
-            "input_ids": t(self.input_ids),
-            "position_ids": t(self.position_ids),
-            "attention_mask": t(self.attention_mask),
-            "token_type_ids": t(self.token_type_ids),
-            "buckets": buckets,
-            "source": t(self.source),
-            "target": t(self.target),
-            "cls_rows": t(self.cls_rows),
-            "window_doc": t(self.window_doc),
-        }
+    def from_tensors(self, tensors: Iterator[Optional[torch.Tensor]]) -> dict[str, Any]:
+        """The chunk's tensors by name (buckets' masks as [n_windows, 1, 1, width]), taken
+        from `tensors`: its `arrays()` on a device, in their order."""
+        out: dict[str, Any] = {name: next(tensors) for name in _CHUNK_ARRAYS}
+        buckets = []
+        for gather, _, _ in self.buckets:
+            g, mask, scatter = next(tensors), next(tensors), next(tensors)
+            buckets.append((gather if g is None else g, None if mask is None else mask[:, None, None, :], scatter))
+        out["buckets"] = buckets
+        return out
+
+    def tensors(self, device: torch.device) -> dict[str, Any]:
+        """The chunk's arrays on `device` (see `upload`)."""
+        return self.from_tensors(iter(upload(self.arrays(), device)))
+
+
+_CHUNK_ARRAYS = ("input_ids", "position_ids", "attention_mask", "token_type_ids", "source", "target", "cls_rows",
+                 "window_doc")  # fmt: skip
+
+
+def upload(arrays: Sequence[Optional[np.ndarray]], device: torch.device) -> list[Optional[torch.Tensor]]:
+    """Host arrays (integer, bool or float; None stays None) on `device`, in one transfer per
+    kind (one int64 buffer, one float32 buffer, then views): a copy from the host waits for
+    the device's queue to drain, so a batch is uploaded at once, not array by array per chunk.
+    Bool arrays come back bool, integer ones int64, float ones float32."""
+    kinds = {"i": ("int64", torch.long), "f": ("float32", torch.float32)}
+    kind_of = [None if a is None else "f" if a.dtype.kind == "f" else "i" for a in arrays]
+    buffers = {}
+    for kind, (dtype, _) in kinds.items():
+        parts = [a.reshape(-1).astype(dtype, copy=False) for a, k in zip(arrays, kind_of) if k == kind]
+        if parts:
+            buffers[kind] = torch.from_numpy(np.concatenate(parts)).to(device)
+    offsets = dict.fromkeys(kinds, 0)
+    out: list[Optional[torch.Tensor]] = []
+    for array, kind in zip(arrays, kind_of):
+        if kind is None:
+            out.append(None)
+            continue
+        start, offsets[kind] = offsets[kind], offsets[kind] + array.size
+        view = buffers[kind][start : offsets[kind]].view(array.shape)
+        out.append(view.bool() if array.dtype == bool else view)
+    return out
+
+
+def batch_tensors(
+    chunks: Sequence[Chunk], extra: Sequence[np.ndarray], device: torch.device
+) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
+    """Every chunk's tensors (as `Chunk.tensors`) and the `extra` arrays on `device`, in one
+    upload for the whole batch."""
+    arrays = list(extra) + [a for chunk in chunks for a in chunk.arrays()]
+    tensors = iter(upload(arrays, device))
+    extra_tensors = [next(tensors) for _ in extra]
+    return [chunk.from_tensors(tensors) for chunk in chunks], extra_tensors
 
 
 @dataclass

@@ -9,7 +9,7 @@ dicts load without renaming. Two ideas make ALBERT "lite":
   of `inner_group_num` layers each, so layer i reuses the weights of group
   `int(i / (num_hidden_layers / num_hidden_groups))`.
 
-Attention runs through `torch.nn.functional.scaled_dot_product_attention`; an explicit
+Attention runs through `torch.nn.functional.scaled_dot_product_attention` (`packed.sdpa`); an explicit
 softmax path is used only when attention weights or a head mask are asked for.
 
 Every layer runs as three steps shared by both layouts: `AlbertAttention.project_qkv` (query,
@@ -28,6 +28,7 @@ import math
 from collections import deque
 from typing import Iterator, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
@@ -36,7 +37,7 @@ from torch.nn import functional as F
 from .activations import get_activation
 from .checkpoint import PreTrainedMixin
 from .configuration import AlbertConfig
-from .packed import Bucket, ForwardState, InferenceBuffers, bucket_attention, concatenated_qkv
+from .packed import Bucket, ForwardState, InferenceBuffers, bucket_attention, concatenated_qkv, sdpa
 from .outputs import (
     AlbertForPreTrainingOutput,
     BaseModelOutputWithPooling,
@@ -164,7 +165,7 @@ class AlbertAttention(nn.Module):
             context = torch.matmul(probs, value)
         else:
             dropout = self.attention_dropout.p if self.training else 0.0
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
+            context = sdpa(query, key, value, bias, dropout)
         return context.transpose(1, 2).flatten(2), probs
 
     def attend_packed(
@@ -450,14 +451,17 @@ class AlbertModel(AlbertPreTrainedModel):
             self.pooler_activation = None
         self.post_init()
 
-    def _check_inputs(
+    def check_ids(
         self,
-        input_ids: Optional[Tensor],
-        token_type_ids: Optional[Tensor],
-        position_ids: Optional[Tensor],
+        input_ids: Optional[Tensor | np.ndarray],
+        token_type_ids: Optional[Tensor | np.ndarray],
+        position_ids: Optional[Tensor | np.ndarray],
         seq_length: int,
     ) -> None:
-        """Turn out-of-range ids into clear errors instead of index errors deep in torch."""
+        """Turn out-of-range ids into clear errors instead of index errors deep in torch (on
+        a GPU: device-side asserts). Takes torch tensors (their extremes come back in one
+        transfer) or numpy arrays, so that a caller holding its ids on the host checks them
+        there, before they go to the device, and runs the forward with `check_inputs=False`."""
         config = self.config
         limit = config.max_position_embeddings
         if position_ids is None and seq_length > limit:
@@ -472,11 +476,13 @@ class AlbertModel(AlbertPreTrainedModel):
                 (token_type_ids, "token_type_ids", config.type_vocab_size),
                 (position_ids, "position_ids", limit),
             )
-            if t is not None and t.numel()
+            if t is not None and (t.numel() if isinstance(t, Tensor) else t.size)
         ]
         if not checks:
             return
-        extremes = torch.stack([torch.stack([t.min(), t.max()]) for t, _, _ in checks]).tolist()
+        tensors = [t for t, _, _ in checks if isinstance(t, Tensor)]
+        on_device = iter(torch.stack([torch.stack([t.min(), t.max()]) for t in tensors]).tolist() if tensors else [])
+        extremes = [next(on_device) if isinstance(t, Tensor) else (int(t.min()), int(t.max())) for t, _, _ in checks]
         for (_, name, bound), (low, high) in zip(checks, extremes):
             if low < 0 or high >= bound:
                 what = {"input_ids": "config.vocab_size", "token_type_ids": "config.type_vocab_size"}
@@ -498,9 +504,13 @@ class AlbertModel(AlbertPreTrainedModel):
         return_dict: Optional[bool] = None,
         *,
         inference_buffers: Optional[bool] = None,
+        check_inputs: bool = True,
     ) -> Union[BaseModelOutputWithPooling, tuple]:
         """The reference's forward over a padded batch. `inference_buffers` picks the inference
-        fast path (None: on when autograd is off and autocast is not active)."""
+        fast path (None: on when autograd is off and autocast is not active). `check_inputs`
+        False: the caller has checked the ids (`check_ids`, on the host) and passes an
+        `attention_mask` only when it masks something, so nothing is read back from the device
+        (no host sync): an all-ones mask is then applied rather than dropped."""
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -511,11 +521,14 @@ class AlbertModel(AlbertPreTrainedModel):
         shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
         if len(shape) != 2:
             raise ValueError(f"input_ids must have shape [batch, sequence]; got {tuple(shape)}.")
-        self._check_inputs(input_ids, token_type_ids, position_ids, shape[1])
+        if check_inputs:
+            self.check_ids(input_ids, token_type_ids, position_ids, shape[1])
+            if attention_mask is not None and bool(attention_mask.all()):
+                attention_mask = None  # nothing masked: attention runs without a mask
 
         embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         extended_mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        if attention_mask is not None:
             if attention_mask.shape != shape:
                 raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, inputs {tuple(shape)}.")
             dtype = embedding_output.dtype
@@ -544,6 +557,7 @@ class AlbertModel(AlbertPreTrainedModel):
         *,
         inference_buffers: Optional[bool] = None,
         compile: bool = False,
+        check_inputs: bool = True,
     ) -> Tensor:
         """The padding-free forward: windows packed one after the other, `input_ids`,
         `position_ids` and `token_type_ids` (None: all type 0) of shape [n_positions], and
@@ -553,7 +567,9 @@ class AlbertModel(AlbertPreTrainedModel):
 
         `inference_buffers`: None (on when autograd is off and autocast is not active), True or
         False. `compile`: run the post-attention blocks through torch.compile (not with
-        inference buffers). Needs absolute position embeddings (relative ones run padded)."""
+        inference buffers). `check_inputs` False: the caller has checked the ids (`check_ids`,
+        on the host), so nothing is read back from the device. Needs absolute position
+        embeddings (relative ones run padded)."""
         config = self.config
         if config.position_embedding_type != "absolute":
             raise ValueError(
@@ -569,7 +585,8 @@ class AlbertModel(AlbertPreTrainedModel):
             raise ValueError(f"token_type_ids has shape {tuple(token_type_ids.shape)}, input_ids {tuple(input_ids.shape)}.")
         if not 1 <= n_layers <= config.num_hidden_layers + 1:
             raise ValueError(f"n_layers={n_layers}: choose 1 to {config.num_hidden_layers + 1}.")
-        self._check_inputs(input_ids, token_type_ids, position_ids, input_ids.shape[0])
+        if check_inputs:
+            self.check_ids(input_ids, token_type_ids, position_ids, input_ids.shape[0])
         embeddings = self.embeddings(input_ids, token_type_ids, position_ids)
         return self.encoder.packed(embeddings, buckets, n_layers, inference_buffers=inference_buffers, compile=compile)
 

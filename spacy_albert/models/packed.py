@@ -134,6 +134,16 @@ def compiled_post_attention() -> Callable:
     return _COMPILED["post"]
 
 
+def sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, dropout: float = 0.0) -> Tensor:
+    """`F.scaled_dot_product_attention` over [batch, heads, seq, head_size] query, key and
+    value, which may be views of a fused projection. With an explicit mask they are made
+    contiguous first: some torch/CUDA versions give wrong results for strided q/k/v together
+    with an `attn_mask`. Unmasked calls take the views as they are (no copies)."""
+    if mask is not None:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
 def bucket_attention(
     qkv: Tensor,
     buckets: Sequence[Bucket],
@@ -164,8 +174,9 @@ def bucket_attention(
             first, n, width = gather
             g = qkv.narrow(0, first, n * width)
         q, k, v = g.view(n, width, 3, heads, head_size).permute(2, 0, 3, 1, 4).unbind(0)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        flat = attended.transpose(1, 2).reshape(n * width, all_heads)  # a view: SDPA writes [n, width, heads, d]
+        attended = sdpa(q, k, v, mask, dropout)
+        # a view when SDPA took the strided views (it writes [n, width, heads, d]); a copy after a masked call
+        flat = attended.transpose(1, 2).reshape(n * width, all_heads)
         n_real = n * width if scatter is None else scatter.shape[0]
         if out is None:
             parts.append(flat if scatter is None else flat.index_select(0, scatter))

@@ -13,15 +13,20 @@ silently while doing nothing.
 Gradients of an encoder that runs in float16 with a gradient scaler are left to the scaler:
 an overflow there is expected now and then, and the scaler already skips that step and lowers
 its scale.
+
+The checks run where the arrays live (GPU or CPU) and read one flag vector back per check:
+one read for all gradients of the scores (not one per doc), one for all weight gradients
+(thinc's and torch's together, not one per parameter).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+import numpy
 import torch
-from thinc.api import Model, get_array_module
+from thinc.api import Model, get_array_module, xp2torch
 
 from ..errors import NonFiniteError
 from ..layers.shim import albert_shims
@@ -57,11 +62,10 @@ def check_arrays(component: str, step: int, what: str, arrays: Any, model: Optio
     skipped) holds a NaN or an infinity, after clearing the gradients of `model`."""
     if hasattr(arrays, "shape"):
         arrays = [arrays]
-    for array in arrays:
-        if array is not None and not _all_finite(array):
-            if model is not None:
-                clear_gradients(model)
-            raise _fail(component, step, f"the {what} is not finite")
+    if not all(finite_flags([a for a in arrays if a is not None])):
+        if model is not None:
+            clear_gradients(model)
+        raise _fail(component, step, f"the {what} is not finite")
 
 
 def check_gradients(component: str, step: int, model: Model) -> None:
@@ -84,24 +88,45 @@ def clear_gradients(model: Model) -> None:
             param.grad = None
 
 
-def _all_finite(array: Any) -> bool:
-    if isinstance(array, torch.Tensor):
-        return bool(torch.isfinite(array).all())
-    return bool(get_array_module(array).isfinite(array).all())
+def finite_flags(arrays: Sequence[Any]) -> list[bool]:
+    """Whether each array (numpy, cupy or torch) holds only finite numbers: computed where it
+    lives, and the flags of all device arrays read back together, in one transfer (numpy
+    arrays need none)."""
+    flags: dict[int, bool] = {}
+    on_device: list[tuple[int, torch.Tensor]] = []
+    for i, array in enumerate(arrays):
+        if isinstance(array, torch.Tensor):
+            on_device.append((i, torch.isfinite(array).all().reshape(1)))
+            continue
+        xp = get_array_module(array)
+        finite = xp.isfinite(array).all()
+        if xp is numpy:
+            flags[i] = bool(finite)
+        else:  # cupy: handed to torch on its device (dlpack, no copy)
+            on_device.append((i, xp2torch(finite.astype("uint8").reshape(1)).bool()))
+    if on_device:
+        first = on_device[0][1].device
+        read = torch.cat([flag.to(first) for _, flag in on_device]).tolist()
+        flags.update((i, bool(value)) for (i, _), value in zip(on_device, read))
+    return [flags[i] for i in range(len(arrays))]
 
 
 def _first_nonfinite_gradient(model: Model) -> Optional[str]:
+    names: list[str] = []
+    grads: list[Any] = []
     for node in model.walk():
         for name in node.param_names:
-            if node.has_grad(name) and not _all_finite(node.get_grad(name)):
-                return f"{node.name!r} parameter {name!r}"
+            if node.has_grad(name):
+                names.append(f"{node.name!r} parameter {name!r}")
+                grads.append(node.get_grad(name))
     for shim in albert_shims(model):
         if shim.loss_scaling:
             continue  # float16: an overflow is the scaler's to handle (it skips that step)
-        named = [(n, p.grad) for n, p in shim.module.named_parameters() if p.grad is not None]
-        if not named:
-            continue
-        finite = torch.stack([torch.isfinite(g).all() for _, g in named])
-        if not bool(finite.all()):  # one device sync for the whole module
-            return f"torch parameter {named[int((~finite).nonzero()[0])][0]!r}"
+        for name, param in shim.module.named_parameters():
+            if param.grad is not None:
+                names.append(f"torch parameter {name!r}")
+                grads.append(param.grad)
+    for name, finite in zip(names, finite_flags(grads)):  # one read for all of them
+        if not finite:
+            return name
     return None

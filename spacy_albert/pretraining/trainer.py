@@ -159,7 +159,9 @@ class Masker:
 def collate_instances(
     instances: Sequence[Instance], indices: Sequence[int], epoch: int, masker: Masker, pad_id: int
 ) -> Dict[str, torch.Tensor]:
-    """Padded tensors of the instances at `indices`, masked for `epoch`."""
+    """Padded tensors of the instances at `indices`, masked for `epoch`; `masked_rows` are the
+    flat positions (row-major, as `labels != IGNORE_INDEX` selects them) of the masked pieces,
+    found here on the host so that the device never reads a mask back."""
     length = max(len(instances[i].input_ids) for i in indices)
     n = len(indices)
     input_ids = np.full((n, length), pad_id, dtype=np.int64)
@@ -181,6 +183,7 @@ def collate_instances(
         "token_type_ids": torch.from_numpy(token_types),
         "labels": torch.from_numpy(labels),
         "sentence_order_label": torch.from_numpy(order),
+        "masked_rows": torch.from_numpy(np.flatnonzero(labels != IGNORE_INDEX).astype(np.int64)),
     }
 
 
@@ -188,19 +191,26 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def pretraining_outputs(model: AlbertForPreTraining, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def pretraining_outputs(
+    model: AlbertForPreTraining, batch: Dict[str, torch.Tensor], host: Optional[Dict[str, torch.Tensor]] = None
+) -> Dict[str, torch.Tensor]:
     """MLM logits at the masked positions only (the reference's ``masked_lm_positions``) and SOP
-    logits; the full vocabulary projection over every position is never computed."""
-    outputs = model.albert(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        token_type_ids=batch["token_type_ids"],
-        return_dict=True,
-    )
-    masked = batch["labels"] != IGNORE_INDEX
+    logits; the full vocabulary projection over every position is never computed. `host`, the
+    same batch before it went to the device, lets the ids be checked there (no device read)."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+              "token_type_ids": batch["token_type_ids"], "return_dict": True}  # fmt: skip
+    if host is not None:
+        ids = host["input_ids"]
+        model.albert.check_ids(ids.numpy(), host["token_type_ids"].numpy(), None, ids.shape[1])
+        if host["attention_mask"].numpy().all():
+            inputs["attention_mask"] = None
+        inputs["check_inputs"] = False
+    outputs = model.albert(**inputs)
+    rows = batch["masked_rows"]
+    hidden = outputs.last_hidden_state
     return {
-        "mlm_logits": model.predictions(outputs.last_hidden_state[masked]).float(),
-        "mlm_labels": batch["labels"][masked],
+        "mlm_logits": model.predictions(hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)).float(),
+        "mlm_labels": batch["labels"].reshape(-1).index_select(0, rows),
         "sop_logits": model.sop_classifier(outputs.pooler_output).float(),
     }
 
@@ -260,19 +270,24 @@ def evaluate(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    hits = masked = sop_hits = 0
-    mlm_loss = sop_loss = 0.0
+    masked = 0
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # on the device, read once at the end
     for start in range(0, len(instances), batch_size):
         indices = range(start, min(start + batch_size, len(instances)))
         batch = {k: v.to(device) for k, v in collate_instances(instances, indices, EVAL_EPOCH, masker, pad_id).items()}
         with autocast(precision, device.type):
             out = pretraining_outputs(model, batch)
-        hits += int((out["mlm_logits"].argmax(-1) == out["mlm_labels"]).sum())
         masked += int(out["mlm_labels"].numel())
-        mlm_loss += float(F.cross_entropy(out["mlm_logits"], out["mlm_labels"], reduction="sum"))
-        sop_hits += int((out["sop_logits"].argmax(-1) == batch["sentence_order_label"]).sum())
-        sop_loss += float(F.cross_entropy(out["sop_logits"], batch["sentence_order_label"], reduction="sum"))
+        sop_labels = batch["sentence_order_label"]
+        totals = totals + torch.stack([
+            (out["mlm_logits"].argmax(-1) == out["mlm_labels"]).sum().double(),
+            F.cross_entropy(out["mlm_logits"], out["mlm_labels"], reduction="sum").double(),
+            (out["sop_logits"].argmax(-1) == sop_labels).sum().double(),
+            F.cross_entropy(out["sop_logits"], sop_labels, reduction="sum").double(),
+        ])  # fmt: skip
     model.train(was_training)
+    hits_f, mlm_loss, sop_hits_f, sop_loss = totals.tolist()
+    hits, sop_hits = int(hits_f), int(sop_hits_f)
     return {
         "mlm_accuracy": hits / max(1, masked),
         "mlm_loss": mlm_loss / max(1, masked),
@@ -416,14 +431,23 @@ class Pretrainer:
 
     def micro_batches(self, step: int) -> List[Dict[str, torch.Tensor]]:
         """This rank's share of the step's global batch, in `grad_accum` micro-batches."""
+        return [{k: v.to(self.device) for k, v in batch.items()} for batch in self._host_micro_batches(step)]
+
+    def _parts(self, step: int) -> tuple[int, List[np.ndarray]]:
+        """(epoch, this rank's instance indices of each micro-batch of step `step`)."""
         epoch, indices = self.global_batch(step)
         share = np.array_split(indices, self.world)[self.rank]
+        return epoch, np.array_split(share, self.settings.grad_accum)
+
+    def _host_micro_batches(self, step: int) -> List[Dict[str, torch.Tensor]]:
+        epoch, parts = self._parts(step)
         pad = self.tokenizer.pad_token_id
-        batches = []
-        for part in np.array_split(share, self.settings.grad_accum):
-            batch = collate_instances(self.train_instances, part.tolist(), epoch, self.masker, pad)
-            batches.append({k: v.to(self.device) for k, v in batch.items()})
-        return batches
+        return [collate_instances(self.train_instances, part.tolist(), epoch, self.masker, pad) for part in parts]
+
+    def _pieces(self, step: int) -> List[int]:
+        """The real (unpadded) pieces of each micro-batch of step `step`, counted on the host."""
+        _, parts = self._parts(step)
+        return [sum(len(self.train_instances[i].input_ids) for i in part) for part in parts]
 
     def _global_sum(self, *values: float) -> List[float]:
         if self.world == 1:
@@ -434,24 +458,28 @@ class Pretrainer:
 
     # -- one step -----------------------------------------------------------------------
     def train_step(self) -> Dict[str, float]:
+        """One optimizer step over `grad_accum` micro-batches (float16: scaled losses, the
+        gradients unscaled once, before clipping and the step). The counts come from the host
+        batches and the losses and gradient norm stay on the device until one read at the
+        end of the step (no host sync per micro-batch)."""
         s = self.settings
-        batches = self.micro_batches(self.step)
+        host_batches = self._host_micro_batches(self.step)
         # Every rank normalises by the global counts, so the summed gradient is the global mean.
-        local_masked = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in batches)
-        local_pieces = sum(int(b["attention_mask"].sum()) for b in batches)
+        local_masked = sum(len(b["masked_rows"]) for b in host_batches)
+        local_pieces = sum(self._pieces(self.step))
         n_masked, n_pieces = self._global_sum(local_masked, local_pieces)
-        mlm_total = sop_total = 0.0
-        for batch in batches:
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # mlm, sop
+        for host in host_batches:
+            batch = {k: v.to(self.device) for k, v in host.items()}
             with autocast(s.precision, self.device.type):
-                out = pretraining_outputs(self.model, batch)
+                out = pretraining_outputs(self.model, batch, host)
             mlm = F.cross_entropy(out["mlm_logits"], out["mlm_labels"], reduction="sum") / max(1.0, n_masked)
             sop = F.cross_entropy(out["sop_logits"], batch["sentence_order_label"], reduction="sum") / s.batch_size
             self.scaler.scale(mlm + sop).backward()
-            mlm_total += float(mlm.detach())
-            sop_total += float(sop.detach())
+            totals = totals + torch.stack([mlm.detach(), sop.detach()]).double()
         if self.world > 1:
             all_reduce_gradients(self.model)
-            mlm_total, sop_total = self._global_sum(mlm_total, sop_total)
+            dist.all_reduce(totals)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
@@ -460,12 +488,14 @@ class Pretrainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        norm = grad_norm.detach().double().reshape(1).to(totals.device)
+        mlm_total, sop_total, norm = torch.cat([totals, norm]).tolist()  # the step's one read
         return {
             "loss": mlm_total + sop_total,
             "mlm_loss": mlm_total,
             "sop_loss": sop_total,
             "lr": lr,
-            "grad_norm": float(grad_norm),
+            "grad_norm": norm,
             "pieces": int(n_pieces),
         }
 

@@ -501,3 +501,22 @@ def test_spacy_train_takes_the_training_dropout(mc_checkpoint, corpus, tmp_path)
         np.testing.assert_array_equal(plain[name], again[name])
     assert any(not np.array_equal(plain[name], dropped[name]) for name in plain)
 
+
+
+def test_shares_of_a_batch_add_up_to_its_loss_and_gradient(nlp, monkeypatch):
+    """Data-parallel training (`python -m spacy_albert train` under torchrun): each rank's
+    get_loss on its share of the batch, normalised by the whole batch's count
+    (`global_count`), adds up to the one-process loss and gradient."""
+    import spacy_albert.pipeline.multiple_choice as module
+
+    pipe = nlp.get_pipe(NAME)
+    examples = [Example(make_doc(nlp, p, c), make_doc(nlp, p, c, len(c) - 1)) for p, c in QUESTIONS]
+    scores = pipe.predict([eg.predicted for eg in examples])
+    loss, grads = pipe.get_loss(examples, scores)
+    monkeypatch.setattr(module, "global_count", lambda n: len(examples))  # the all-reduce of two ranks
+    shares = [list(range(len(examples)))[rank::2] for rank in range(2)]
+    parts = [pipe.get_loss([examples[i] for i in share], [scores[i] for i in share]) for share in shares]
+    assert sum(part_loss for part_loss, _ in parts) == pytest.approx(loss, rel=1e-6)
+    for share, (_, part_grads) in zip(shares, parts):
+        for i, grad in zip(share, part_grads):
+            np.testing.assert_allclose(grad, grads[i], rtol=1e-6, atol=1e-9)

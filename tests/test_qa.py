@@ -680,3 +680,33 @@ def test_spacy_train_with_the_config(tmp_path, corpus_files, qa_checkpoint):
     assert [e["question"] for e in doc._.qa_answers] == QUESTIONS[:2]
     assert all(e["answer"] == SHORT[e["start"] : e["end"]] for e in doc._.qa_answers)
     assert exact_score(doc._.qa_answers[0]["answer"], "Paris") == 1  # a known answer: "Where does Alice live?"
+
+
+def test_shares_of_a_batch_add_up_to_its_loss_and_gradient(qa_checkpoint, monkeypatch):
+    """Data-parallel training (`python -m spacy_albert train` under torchrun): each rank's
+    get_loss on its share of the batch, normalised by the whole batch's number of windows
+    (`global_count`), adds up to the one-process loss and gradient."""
+    import spacy_albert.pipeline.qa.component as module
+
+    nlp = make_nlp(qa_checkpoint, handle_impossible_answer=True)
+    qa = nlp.get_pipe("albert_qa")
+    examples = make_examples(nlp)
+    positions = [sum(len(w.input_ids) for w, _, _ in qa._training_windows([eg])) for eg in examples]
+    n_windows = len(qa._training_windows(examples))
+
+    def blocks(gradient, which):  # the gradient rows of each example of `which`
+        bounds = np.cumsum([0] + [positions[i] for i in which])
+        return dict(zip(which, (gradient[a:b] for a, b in zip(bounds[:-1], bounds[1:]))))
+
+    everything = list(range(len(examples)))
+    loss, d_scores = qa.get_loss(examples, qa.predict([eg.predicted for eg in examples]))
+    expected = blocks(d_scores, everything)
+    monkeypatch.setattr(module, "global_count", lambda n: n_windows)  # the all-reduce of two ranks
+    total = 0.0
+    for share in (everything[0::2], everything[1::2]):
+        part = [examples[i] for i in share]
+        part_loss, part_grad = qa.get_loss(part, qa.predict([eg.predicted for eg in part]))
+        total += part_loss
+        for i, block in blocks(part_grad, share).items():
+            np.testing.assert_allclose(block, expected[i], rtol=1e-5, atol=1e-8)
+    assert total == pytest.approx(loss, rel=1e-6)

@@ -21,6 +21,7 @@ from ..layers.transformer import albert_state, get_torch_encoder, load_checkpoin
 from ..models.checkpoint import read_checkpoint_weights
 from ..models.configuration import AlbertConfig
 from ..models.modeling_albert import AlbertPreTrainedModel
+from ..training.distributed import global_count
 from .guards import check_arrays, check_gradients, check_loss, next_step
 
 
@@ -55,6 +56,7 @@ class HeadUpdateMixin:
         step = next_step(self)
         batch = self.training_inputs(examples)
         if batch is None:
+            global_count(0)  # in step with the ranks whose get_loss counts their share (data-parallel)
             return losses
         inputs, scored = batch
         set_dropout_rate(self.model, drop)

@@ -61,6 +61,7 @@ from thinc.types import Floats2d
 from ..errors import AlbertError
 from ..layers.data import PieceSequences
 from ..layers.state import AlbertState
+from ..training.distributed import global_count
 from ..layers.transformer import albert_state, load_checkpoint, settings_of
 from ..models.modeling_albert import AlbertForMaskedLM
 from .encoder_heads import HeadUpdateMixin, export_checkpoint
@@ -435,6 +436,7 @@ class AlbertFillMask(PipeSerialization, HeadUpdateMixin, TrainablePipe):
                 f"{self.name!r}: {scores.shape[0]} rows of scores for {n} masked pieces: the scores are not "
                 "the model's output for the last masked_inputs batch."
             )
+        n_global = global_count(n)  # the whole batch's masked pieces under data-parallel training
         if n == 0:
             return 0.0, ops.alloc2f(*scores.shape)
         gold = ops.asarray1i(labels)
@@ -443,10 +445,10 @@ class AlbertFillMask(PipeSerialization, HeadUpdateMixin, TrainablePipe):
         exp = xp.exp(shifted)
         total = exp.sum(axis=1, keepdims=True)
         losses = xp.log(total[:, 0]) - shifted[index, gold]
-        loss = float(losses.astype("float64").mean())
+        loss = float(losses.astype("float64").sum()) / n_global
         d_scores = exp / total
         d_scores[index, gold] -= 1.0
-        d_scores /= n
+        d_scores /= n_global
         return loss, d_scores
 
     def mlm_scores(self, examples: Iterable[Example]) -> Dict[str, Optional[float]]:

@@ -66,6 +66,7 @@ from thinc.types import Floats2d
 
 from ..layers.data import PieceSequences
 from ..layers.state import AlbertState
+from ..training.distributed import global_count
 from ..layers.transformer import albert_state, load_checkpoint, settings_of
 from ..models.modeling_albert import AlbertForMultipleChoice
 from .encoder_heads import HeadUpdateMixin, export_checkpoint, linear_tensors, set_linear
@@ -434,6 +435,7 @@ def _cross_entropy(ops: Any, flat: Any, sizes: List[int], answers: List[Optional
     xp = ops.xp
     d_flat = ops.alloc1f(int(flat.shape[0]))
     used = [i for i, answer in enumerate(answers) if answer is not None]
+    n_used = global_count(len(used))  # the whole batch's count under data-parallel training
     if not used:
         return 0.0, d_flat
     starts = np.cumsum([0] + sizes)[:-1]
@@ -449,5 +451,5 @@ def _cross_entropy(ops: Any, flat: Any, sizes: List[int], answers: List[Optional
         total = total - log_probs[rows, gold].sum()
         d_logits = xp.exp(log_probs)
         d_logits[rows, gold] -= 1.0
-        d_flat[index] = (d_logits / len(used)).astype("float32")
-    return float(total) / len(used), d_flat
+        d_flat[index] = (d_logits / n_used).astype("float32")
+    return float(total) / n_used, d_flat

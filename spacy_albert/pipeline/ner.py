@@ -29,6 +29,7 @@ from thinc.types import Floats2d
 
 from ..errors import AlbertError
 from ..models.modeling_albert import AlbertForTokenClassification
+from ..training.distributed import global_count
 from .encoder_heads import HeadUpdateMixin, export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
 from .serialization import PipeSerialization, claim_encoders
 from .sorted_pipe import LengthSortedPipe
@@ -525,7 +526,7 @@ class AlbertNER(PipeSerialization, HeadUpdateMixin, LengthSortedPipe, TrainableP
         if len(gold) != sum(lengths):
             raise ValueError(f"{self.name!r}: scores for {sum(lengths)} tokens, but the examples have {len(gold)}.")
         rows = np.flatnonzero(gold >= 0)
-        n = max(1, len(rows))
+        n = max(1, global_count(len(rows)))  # the global batch's count under data-parallel training
         probs = ops.softmax(ops.asarray2f(ops.flatten(scores)), axis=-1)
         truths = ops.asarray1i(gold)
         d_scores = CategoricalCrossentropy(normalize=False, missing_value=-1).get_grad(probs, truths)

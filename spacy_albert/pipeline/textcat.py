@@ -26,6 +26,7 @@ from thinc.types import Floats2d
 from ..errors import AlbertError
 from ..layers.heads import set_sequence_width
 from ..models.modeling_albert import AlbertForSequenceClassification
+from ..training.distributed import global_count
 from .encoder_heads import HeadUpdateMixin, export_checkpoint, find_encoder, linear_tensors, load_encoder, read_head, set_linear
 from .serialization import PipeSerialization, claim_encoders
 from .sorted_pipe import LengthSortedPipe
@@ -209,14 +210,14 @@ class AlbertTextCategorizer(PipeSerialization, HeadUpdateMixin, LengthSortedPipe
         probs = self._probabilities(logits)
         if self.cfg["exclusive_classes"]:
             used = known.all(axis=1) & (truths.sum(axis=1) > 0)
-            n = max(1, int(used.sum()))
+            n = max(1, global_count(int(used.sum())))  # the global batch's count (data-parallel)
             gold = ops.asarray2f(truths / np.maximum(truths.sum(axis=1, keepdims=True), 1e-12))
             mask = ops.asarray2f(np.broadcast_to(used[:, None], truths.shape).astype("float32"))
             rows = ops.asarray1i(np.flatnonzero(used))
             log_probs = xp.log(xp.maximum(probs[rows], 1e-12))
             loss = 0.0 - float((gold[rows] * log_probs).sum(dtype="float64")) / n
         else:
-            n = max(1, int(known.sum()))
+            n = max(1, global_count(int(known.sum())))
             gold = ops.asarray2f(truths)
             mask = ops.asarray2f(known.astype("float32"))
             rows, cols = (ops.asarray1i(a) for a in np.nonzero(known))

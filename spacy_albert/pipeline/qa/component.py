@@ -31,6 +31,7 @@ from thinc.types import Floats2d
 
 from ...layers.data import PieceSequences
 from ...layers.state import AlbertState
+from ...training.distributed import global_count
 from ...layers.transformer import albert_state, load_checkpoint, settings_of
 from ...models.modeling_albert import AlbertForQuestionAnswering
 from ..encoder_heads import HeadUpdateMixin, export_checkpoint, linear_tensors, set_linear
@@ -333,6 +334,7 @@ class AlbertQuestionAnswering(PipeSerialization, HeadUpdateMixin, TrainablePipe)
                 f"{self.name!r}: scores of shape {tuple(scores.shape)}, but the examples' {len(features)} windows "
                 f"have {int(lengths.sum())} positions (expected [{int(lengths.sum())}, 2])."
             )
+        n_global = global_count(len(features))  # the whole batch's windows under data-parallel training
         if not features:
             return 0.0, ops.alloc2f(0, 2)
         n_windows, longest = len(features), int(lengths.max())
@@ -351,12 +353,12 @@ class AlbertQuestionAnswering(PipeSerialization, HeadUpdateMixin, TrainablePipe)
         targets = ops.asarray2i(np.asarray([[s, e] for _, s, e in features], dtype="int32").reshape(-1, 2))
         windows = ops.asarray1i(np.arange(n_windows))
         picked = xp.stack([log_probs[windows, targets[:, 0], 0], log_probs[windows, targets[:, 1], 1]], axis=1)
-        loss = -float(picked.astype("float64").sum()) / (2 * n_windows)
+        loss = -float(picked.astype("float64").sum()) / (2 * n_global)
         offsets = ops.asarray1i(np.cumsum(lengths) - lengths)
         d_scores = probs
         d_scores[offsets + targets[:, 0], 0] -= 1.0
         d_scores[offsets + targets[:, 1], 1] -= 1.0
-        d_scores /= 2 * n_windows
+        d_scores /= 2 * n_global
         return loss, ops.asarray2f(d_scores)
 
     def training_inputs(self, examples: List[Example]) -> Optional[Tuple[PieceSequences, List[Example]]]:

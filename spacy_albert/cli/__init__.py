@@ -1,7 +1,9 @@
 """Command line: ``spacy-albert <command>``, ``python -m spacy_albert <command>`` and ``spacy albert <command>``.
 
 Commands: ``train-vocab``, ``pretrain``, ``evaluate-pretraining``, ``convert``, ``export``,
-``quantize``, ``configure``. Each lives in its own module and registers itself on `app`.
+``quantize``, ``configure``, ``train`` (``spacy train``, data-parallel under ``torchrun``),
+``migrate`` (spacy-transformers pipelines) and ``run`` (inference from stdin). Each lives in
+its own module and registers itself on `app`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from ._app import NAME, app
 
-for _module in ("train_vocab", "pretrain", "convert", "export", "quantize", "configure"):
+for _module in ("train_vocab", "pretrain", "convert", "export", "quantize", "configure", "train", "migrate", "run"):
     importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["app", "NAME", "main"]

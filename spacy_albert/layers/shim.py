@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import srsly
 import torch
@@ -46,7 +46,12 @@ class LossScaler(PyTorchGradScaler):
 
     @property
     def current_scale(self) -> float:
+        """The scale, read on the host (a device sync: not for the training loop)."""
         return float(self._scale) if self._enabled else 1.0
+
+    def inverse_scale(self) -> torch.Tensor:
+        """1 / scale, as a tensor on the scale's device (no host round trip)."""
+        return self._scale.double().reciprocal().float()
 
 
 class AlbertShim(PyTorchShim):
@@ -62,8 +67,10 @@ class AlbertShim(PyTorchShim):
         build: Callable[[AlbertConfig], WindowedEncoder],
         *,
         loss_scaling: bool = False,
+        scaler_config: Optional[dict] = None,
     ) -> None:
-        super().__init__(module.eval(), grad_scaler=LossScaler(enabled=loss_scaling))
+        scaler = LossScaler(**{"enabled": loss_scaling, **(scaler_config or {})})
+        super().__init__(module.eval(), grad_scaler=scaler)
         self.state = state
         self.build = build
 
@@ -99,11 +106,13 @@ class AlbertShim(PyTorchShim):
                 grads.kwargs["grad_tensors"] = scaler.scale(list(grads.kwargs["grad_tensors"]), inplace=True)
             torch.autograd.backward(*grads.args, **grads.kwargs)
             # Gradients for the inputs (hidden states fed to a head) leave unscaled: the
-            # parameters' ones stay scaled until finish_update.
-            inv = 1.0 / scaler.current_scale
-            return convert_recursive(
-                lambda x: hasattr(x, "grad"), lambda x: None if x.grad is None else x.grad * inv, inputs
-            )
+            # parameters' ones stay scaled until finish_update. The scale stays on the device.
+            inv = scaler.inverse_scale() if scaler.enabled else None
+
+            def unscaled(x: Any) -> Any:
+                return None if x.grad is None else x.grad if inv is None else x.grad * inv.to(x.grad.device)
+
+            return convert_recursive(lambda x: hasattr(x, "grad"), unscaled, inputs)
 
         return output, backprop
 

@@ -29,7 +29,7 @@ from ..hub import resolve_model_dir
 from ..models.checkpoint import align_keys, check_vocab_matches, read_checkpoint_weights
 from ..models.configuration import ENCODER_DEFAULTS, AlbertConfig
 from ..models.precision import check_precision
-from ..tokenization.alignment import align_pieces
+from ..tokenization.alignment import align_span, check_alignment_mode
 from ..tokenization.tokenization_albert_fast import AlbertTokenizerFast
 from .data import AlbertDocData, PieceSequences
 from .encoder import WindowedEncoder
@@ -243,7 +243,8 @@ def forward(model: Model, docs: List[Doc], is_train: bool) -> tuple[List[AlbertD
         offsets = np.asarray(enc.offsets, dtype="int64").reshape(-1, 2)
         token_spans = doc.to_array([IDX, LENGTH]).astype("int64").reshape(-1, 2)
         starts = token_spans[:, 0]
-        alignment = align_pieces(doc.text, offsets, starts, starts + token_spans[:, 1])
+        mode = settings.get("alignment", "albert")
+        alignment = align_span(mode, doc.text, offsets, starts, starts + token_spans[:, 1])
         piece_ids.append(ids)
         alignments.append(alignment)
         spans.append(_doc_spans(doc, alignment, len(ids), settings["spans"]))
@@ -318,6 +319,8 @@ def build_albert_transformer(
     sort_buffer: int = 16,
     quantize: Optional[str] = None,
     torch_compile: bool = False,
+    alignment: str = "albert",
+    grad_scaler_config: Optional[dict] = None,
 ) -> Model[List[Doc], List[AlbertDocData]]:
     """ALBERT over spaCy Docs: returns each doc's piece states and piece-to-token alignment.
 
@@ -340,13 +343,18 @@ def build_albert_transformer(
     batches at a time sorted by length and restores their order (1: no sorting across
     batches). `quantize` "int8" applies dynamic int8 quantization to the encoder's linear
     layers for CPU inference (training it is an error). `torch_compile` compiles the
-    position-wise blocks with `torch.compile`.
+    position-wise blocks with `torch.compile`. `alignment` "albert" aligns pieces to tokens
+    as transformers' `word_ids()`; "spacy-transformers" reproduces spacy-transformers' own
+    alignment (for pipelines trained with it: see `spacy_albert.tokenization.alignment`).
+    `grad_scaler_config` sets float16 loss scaling (thinc's `PyTorchGradScaler` arguments:
+    `init_scale`, `growth_factor`, `backoff_factor`, `growth_interval`, `enabled`).
 
     Every setting but the hyperparameters is taken from the config also when a saved
     pipeline is loaded (`spacy.load(path, config={...})` overrides take effect); only int8
     weights cannot be turned back into float ones (`quantize = null` on an int8 pipeline is
     an error).
     """
+    check_alignment_mode(alignment)
     if spans not in SPAN_MODES:
         raise ValueError(f"spans={spans!r}; choose one of {SPAN_MODES}.")
     check_precision(precision)
@@ -376,10 +384,11 @@ def build_albert_transformer(
         batching=batching,
         attention_buckets=attention_buckets,
         sort_buffer=sort_buffer,
+        alignment=alignment,
     )
     state = AlbertState(config)
     build = _module_builder(settings)
-    shim = AlbertShim(build(config), state, build, loss_scaling=precision == "float16")
+    shim = AlbertShim(build(config), state, build, loss_scaling=precision == "float16", scaler_config=grad_scaler_config)
     encoder = Model("albert_torch_encoder", _torch_forward, shims=[shim])
     return Model(
         "albert_transformer",

@@ -6,6 +6,12 @@ whitespace, so a piece maps only to the tokens its characters overlap (never to 
 word). A bare "▁" piece (the word start SentencePiece split off, as in "▁" "," for " ,") goes
 with the word it starts, the first token of the next piece, as the reference's `word_ids()`
 have it. Everything is vectorised with numpy.
+
+`alignment = "spacy-transformers"` (`ALIGNMENT_MODES`, `align_span`) instead reproduces
+spacy-transformers' own `get_alignment_via_offset_mapping` exactly, for pipelines trained
+with it: it maps every character of a token *and the character after it* to the token, so
+with untrimmed Metaspace offsets each word also gets the next word's first piece ("This is so
+much fun" aligns as [2, 2, 2, 2, 1]: the Metaspace offset trap).
 """
 
 from __future__ import annotations
@@ -114,3 +120,55 @@ def align_pieces(
     order = np.lexsort((piece_ids, token_ids))
     lengths = np.bincount(token_ids, minlength=n_tokens).astype("int32")
     return Alignment(lengths=lengths, indices=piece_ids[order].astype("int32"))
+
+
+ALIGNMENT_MODES = ("albert", "spacy-transformers")
+
+
+def check_alignment_mode(mode: str, setting: str = "alignment") -> str:
+    if mode not in ALIGNMENT_MODES:
+        raise ValueError(f"{setting}={mode!r}; choose one of {ALIGNMENT_MODES}.")
+    return mode
+
+
+def alignment_from_pairs(token_ids: np.ndarray, piece_ids: np.ndarray, n_tokens: int) -> Alignment:
+    """Unique (token, piece) pairs, sorted, as an `Alignment`."""
+    n_pieces = int(piece_ids.max()) + 1 if len(piece_ids) else 1
+    keys = np.unique(token_ids.astype("int64") * n_pieces + piece_ids.astype("int64"))
+    lengths = np.bincount(keys // n_pieces, minlength=n_tokens).astype("int32")
+    return Alignment(lengths=lengths, indices=(keys % n_pieces).astype("int32"))
+
+
+def spacy_transformers_alignment(
+    text_length: int, piece_offsets: np.ndarray, token_starts: np.ndarray, token_ends: np.ndarray
+) -> Alignment:
+    """spacy-transformers' alignment of one span (`get_span2wp_from_offset_mapping`):
+    character c belongs to the last token t with start_t <= c <= end_t (a token's span plus
+    the one character after it), and piece p to the tokens of the characters in its offsets.
+    Offsets, starts and ends are relative to the span's text (of `text_length` characters)."""
+    token_starts = np.asarray(token_starts, dtype="int64")
+    token_ends = np.asarray(token_ends, dtype="int64")
+    n_tokens = len(token_starts)
+    size = text_length + 1
+    chars = np.arange(size, dtype="int64")
+    owner = np.searchsorted(token_starts, chars, side="right") - 1
+    if n_tokens:
+        owner = np.where((owner >= 0) & (chars <= token_ends[np.maximum(owner, 0)]), owner, -1)
+    offsets = np.asarray(piece_offsets, dtype="int64").reshape(-1, 2)
+    starts = np.clip(offsets[:, 0], 0, size)
+    lengths = np.maximum(np.clip(offsets[:, 1], 0, size) - starts, 0)
+    total = int(lengths.sum())
+    piece = np.repeat(np.arange(len(offsets), dtype="int64"), lengths)
+    char = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total, dtype="int64")
+    token = owner[char] if total else np.zeros(0, dtype="int64")
+    keep = token >= 0
+    return alignment_from_pairs(token[keep], piece[keep], n_tokens)
+
+
+def align_span(
+    mode: str, text: str, piece_offsets: np.ndarray, token_starts: np.ndarray, token_ends: np.ndarray
+) -> Alignment:
+    """One span's (or doc's) alignment in `mode`; offsets and token spans index `text`."""
+    if mode == "albert":
+        return align_pieces(text, piece_offsets, token_starts, token_ends)
+    return spacy_transformers_alignment(len(text), piece_offsets, token_starts, token_ends)

@@ -37,6 +37,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from data import append_record  # benchmarks/data.py (benchmarks/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "alignment_switch.jsonl"
 SWITCH = {"components": {"transformer": {"model": {"alignment": "albert"}}}}
@@ -330,9 +332,7 @@ def main() -> None:
     }  # fmt: skip
     print(json.dumps(record))
     if not args.no_record:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with RESULTS.open("a", encoding="utf8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_record(RESULTS, record)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,16 @@ to a measured process."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+
+def append_record(path: Path, record: dict) -> None:
+    """Append `record` as one JSON line to a results file (benchmarks/results/*.jsonl)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf8") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:

@@ -38,6 +38,7 @@ that failed, within the same lease: add `--parts NAME ...`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import os
@@ -48,7 +49,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "gpu.jsonl"
@@ -61,6 +62,8 @@ MARK = "GPU_CHECK_PART "
 for _path in (ROOT, ROOT / "benchmarks", ROOT / "tests"):  # the checkout's code and the tests' data writers
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+from data import append_record  # noqa: E402  (benchmarks/data.py)
 
 
 def part_result(returncode: int | None, stdout: str, stderr: str, seconds: float, timeout: float) -> dict:
@@ -127,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=600.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.part:  # a child: run one part, print its result
-        result = PART_FUNCTIONS[args.part]()(args, args.workdir)
+        module, function = PART_FUNCTIONS[args.part]
+        result = getattr(importlib.import_module(module), function)(args, args.workdir)
         print(MARK + json.dumps(result), flush=True)
         return 0
     if args.device == "cuda":
@@ -151,27 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     line = json.dumps(record)
     print(line)
     if should_append(record):
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a", encoding="utf8") as f:
-            f.write(line + "\n")
+        append_record(args.out, record)
     return 0 if record["pass"] else 1
 
 
-def _part(module: str, function: str) -> Callable[[], Callable[[argparse.Namespace, Path], dict]]:
-    def load() -> Callable[[argparse.Namespace, Path], dict]:
-        import importlib
-
-        return getattr(importlib.import_module(module), function)
-
-    return load
-
-
+# Each part's (module, function), imported only in the part's own process.
 PART_FUNCTIONS = {
-    "parity": _part("gpu_parity", "parity"),
-    "spacy_train_gpu": _part("gpu_pipelines", "spacy_train_gpu"),
-    "components": _part("gpu_pipelines", "components"),
-    "pretrain": _part("gpu_pipelines", "pretrain"),
-    "speed": _part("gpu_speed", "speed"),
+    "parity": ("gpu_parity", "parity"),
+    "spacy_train_gpu": ("gpu_pipelines", "spacy_train_gpu"),
+    "components": ("gpu_pipelines", "components"),
+    "pretrain": ("gpu_pipelines", "pretrain"),
+    "speed": ("gpu_speed", "speed"),
 }
 
 if __name__ == "__main__":

@@ -41,24 +41,6 @@ QUICK_SIZES = dict(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_a
                    max_position_embeddings=512)  # fmt: skip
 
 
-def matmul_peak_tflops(device: str, n: int, repeats: int = 10) -> float:
-    """The bf16 matmul rate of `device`: an n x n x n product, the mean of `repeats` after
-    three warm-ups (a large n: small products leave an H200 waiting on launches)."""
-    import torch
-
-    a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
-    b = torch.randn_like(a)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(3):
-        a @ b
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    sync()
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
-
-
 def summarize(results: dict[str, dict], peak_tflops: float) -> dict:
     """The record's figures from the variants' results (None where a variant has none)."""
 
@@ -106,8 +88,10 @@ def _run_variant(variant: str, precision: str, settings: dict, work: Path) -> di
 
 def speed(args: argparse.Namespace, work: Path) -> dict:
     import spacy
+    import torch
 
     import pipeline
+    from encoder import matmul_peak_gflops
 
     started = time.perf_counter()
     budget = args.budget - 10  # the part's own time box, less the record's writing
@@ -125,7 +109,7 @@ def speed(args: argparse.Namespace, work: Path) -> dict:
     (directory / "texts.json").write_text(json.dumps({"texts": texts, "words": words}))
     pipeline.make_checkpoint(directory / "checkpoint", 30000 if cuda else 2000, 0)
     peak_n = 8192 if cuda else 256
-    peak = matmul_peak_tflops(args.device, peak_n)
+    peak = matmul_peak_gflops(torch.get_num_threads(), "bfloat16", args.device, n=peak_n) / 1e3
     results: dict[str, dict] = {}
     meta = {"source": source, "docs": len(texts), "words": words, **settings}
     for name, variant, precision in VARIANTS:
@@ -135,7 +119,7 @@ def speed(args: argparse.Namespace, work: Path) -> dict:
         results[name] = _run_variant(variant, precision, settings, directory)
         # the figures so far, in case the part's time box ends it during the next variant
         print(MARK + json.dumps({**summarize(results, peak), **meta, "pass": False}), flush=True)
-    peak = max(peak, matmul_peak_tflops(args.device, peak_n))
+    peak = max(peak, matmul_peak_gflops(torch.get_num_threads(), "bfloat16", args.device, n=peak_n) / 1e3)
     figures = summarize(results, peak)
     keep = ("words_per_s", "seconds", "encoder_gflops", "encoder_useful_gflops", "peak_gpu_mb", "peak_rss_mb", "error")
     return {

@@ -23,7 +23,6 @@ Ratios are printed last and one JSON line per run is appended to benchmarks/resu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from data import ner_examples  # noqa: E402
+from data import append_record, ner_examples  # noqa: E402
 from pipeline import WNUT_LABELS, benchmark_texts, generated_texts, make_small_checkpoint, ner_sentences  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "interop.jsonl"
@@ -197,9 +196,7 @@ def main() -> None:
     }  # fmt: skip
     if args.quick:
         return  # smoke runs are not recorded
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a", encoding="utf8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_record(RESULTS, record)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import random
 import tempfile
 import time
@@ -40,7 +39,7 @@ import spacy_albert
 from spacy_albert.layers.heads import linear_params
 from spacy_albert.pipeline.ner import transition_masks, viterbi
 
-from data import ner_examples, read_conll, tagged_doc  # benchmarks/data.py (benchmarks/ is on sys.path when run as a script)
+from data import append_record, ner_examples, read_conll, tagged_doc  # benchmarks/data.py (benchmarks/ is on sys.path when run as a script)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).parent / "results" / "learning.jsonl"
@@ -330,9 +329,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         record["runs"] = [run_seed(args, seed, Path(tmp)) for seed in args.seeds]
     record["summary"] = summarize(record["runs"])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a", encoding="utf8") as f:
-        f.write(json.dumps(record) + "\n")
+    append_record(RESULTS, record)
 
 
 if __name__ == "__main__":

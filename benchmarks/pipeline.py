@@ -70,7 +70,7 @@ VARIANTS = INFERENCE + TRAINING + ("int8-accuracy",)
 
 
 # ---- data ----------------------------------------------------------------------------------
-from data import ner_examples, read_conll, tagged_doc  # noqa: E402
+from data import append_record, ner_examples, read_conll, tagged_doc  # noqa: E402
 from encoder import matmul_peak_gflops  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
@@ -670,12 +670,10 @@ def main() -> None:
     peak = max(peak_before, matmul_peak_gflops(args.threads, "float32", args.device))
     meta = {"docs": len(texts), "words": words, "source": source}
     ratios = report(results, peak, args, meta)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(), "cpus": os.cpu_count(),
               "args": {k: v for k, v in vars(args).items() if k not in ("variant", "workdir")}, **meta,
               "matmul_peak_gflops": peak, "results": list(results.values()), "ratios": ratios}  # fmt: skip
-    with RESULTS.open("a", encoding="utf8") as f:
-        f.write(json.dumps(record) + "\n")
+    append_record(RESULTS, record)
 
 
 if __name__ == "__main__":

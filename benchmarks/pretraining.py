@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data import append_record  # benchmarks/data.py (benchmarks/ is on sys.path when run as a script)
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).parent / "results" / "pretraining.jsonl"
 SMALL = dict(embedding_size=128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
@@ -168,9 +170,8 @@ def main() -> None:
     print(f"step time: ours {timing['ours_s_per_step']:.3f} s, transformers {timing['transformers_s_per_step']:.3f} s"
           f" ({timing['speedup']:.2f}x)", flush=True)  # fmt: skip
     if args.timing_only:
-        with RESULTS.open("a") as handle:
-            handle.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": SMALL,
-                                     "batch_size": args.batch_size, "step_time": timing}) + "\n")  # fmt: skip
+        append_record(RESULTS, {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": SMALL,
+                                "batch_size": args.batch_size, "step_time": timing})  # fmt: skip
         return
     # The schedule (warm-up, then linear decay) ends where the time budget is expected to end.
     steps = args.max_steps or max(args.warmup_steps + 1, int(args.minutes * 60 * 0.95 / timing["ours_s_per_step"]))
@@ -196,9 +197,7 @@ def main() -> None:
         "eval_curve": curve,
         "checkpoint": str(output),
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_record(RESULTS, record)
     final = summary["eval"]
     print(f"{summary['steps']} steps in {args.minutes} min, {summary['pieces_per_second']:.0f} pieces/s")
     print(f"held-out MLM accuracy {final['mlm_accuracy']:.4f} (loss {final['mlm_loss']:.3f}), "

@@ -100,17 +100,6 @@ def read_lines(handle: IO[bytes]) -> Iterator[Tuple[int, Any]]:
             yield number, LineError(f"byte 0x{raw[err.start]:02x} is not UTF-8; re-encode the input as UTF-8")
 
 
-def batches(lines: Iterator[Tuple[int, Any]], size: int) -> Iterator[List[Tuple[int, Any]]]:
-    batch: List[Tuple[int, Any]] = []
-    for item in lines:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 @app.command("run", help=HELP)
 def run_cli(
     task_name: str = typer.Option(..., "--task", "-t", callback=_task, help=f"One of {', '.join(TASKS)}."),
@@ -122,6 +111,8 @@ def run_cli(
     component: Optional[str] = typer.Option(None, "--component", "-c", help="The component to run (default: the task's)."),
     lang: str = typer.Option("en", "--lang", "-l", help="Tokenizer language of a pipeline built from a checkpoint."),
 ) -> None:
+    from spacy.util import minibatch
+
     from ..errors import AlbertError
     from ._run_tasks import answer_batch, find_components, set_top_k
 
@@ -149,7 +140,7 @@ def run_cli(
     progress = _progress(input_path)
     failed: List[int] = []
     try:
-        for batch in batches(read_lines(handle), 1 if interactive else batch_size):
+        for batch in minibatch(read_lines(handle), 1 if interactive else batch_size):  # streams: one batch read at a time
             out = []
             for number, result in answer_batch(task, nlp, pipe, batch, after, top_k):
                 if isinstance(result, LineError):

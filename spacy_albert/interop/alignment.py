@@ -18,6 +18,7 @@ import numpy as np
 
 from ..tokenization.alignment import (
     ALIGNMENT_MODES,
+    Alignment,
     alignment_from_pairs,
     align_span,
     check_alignment_mode,

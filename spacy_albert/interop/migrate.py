@@ -160,7 +160,7 @@ def _set_path(block: dict, path: tuple, value: Any) -> None:
 
 def migrated_config(config: Config, hf_configs: dict[str, dict], native: bool) -> tuple[Config, list[str]]:
     """The config of the migrated pipeline, and notes on anything not reproduced exactly."""
-    cfg = Config(config).copy()
+    cfg = config.copy()
     notes = []
     for name, hf_config in hf_configs.items():
         component = cfg["components"][name]
@@ -288,12 +288,14 @@ def migrate(source: str | Path, target: str | Path, *, native: bool = False, for
         with tempfile.TemporaryDirectory() as tmp:
             parts = {name: read_hf_parts(source / name / "model") for name in names}
             new_cfg, notes = migrated_config(config, {n: p[0] for n, p in parts.items()}, native)
-            shutil.copytree(source, partial, dirs_exist_ok=True)
+            # the transformers' saved models (their largest files) are rewritten below: not copied
+            rewritten = {source / name / "model" for name in names} | ({source / n for n in names} if native else set())
+            shutil.copytree(source, partial, dirs_exist_ok=True,
+                            ignore=lambda d, entries: [e for e in entries if Path(d) / e in rewritten])  # fmt: skip
             for name, (hf_config, state, files) in parts.items():
                 checkpoint = write_checkpoint(Path(tmp) / name, hf_config, state, files)
                 block = new_cfg["components"][name]["model"]
                 if native:
-                    shutil.rmtree(partial / name)
                     component = _native_component(config["nlp"]["lang"], name, block, checkpoint)
                     component.to_disk(partial / name, exclude=["vocab"])
                 else:

@@ -118,9 +118,10 @@ def forward(model: Model, docs: List[Doc], is_train: bool) -> tuple[Any, Callabl
     max_length = _max_length(model)
     cls_id, sep_id, pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
     sequences = [np.asarray([cls_id, *enc.ids, sep_id], dtype="int64")[:max_length] for enc in encodings]
-    length = max(len(ids) for ids in sequences)
+    lengths = [len(ids) for ids in sequences]
+    length = max(lengths)
     n = len(sequences)
-    mask = np.arange(length)[None, :] < np.asarray([len(ids) for ids in sequences])[:, None]
+    mask = np.arange(length)[None, :] < np.asarray(lengths)[:, None]
     input_ids = np.full((n, length), pad_id, dtype="int64")
     input_ids[mask] = np.concatenate(sequences)
     first_rows, n_tokens = _token_positions(nested_spans)
@@ -131,13 +132,12 @@ def forward(model: Model, docs: List[Doc], is_train: bool) -> tuple[Any, Callabl
         alignments.append(align_span(mode, span.text, offsets, starts, ends))
         firsts.append(first_rows[id(span.doc)] + span.start)
     indices, lengths = batch_alignment(alignments, firsts, n_tokens, length)
-    pad_token = tokenizer.pad_token
-    strings = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in input_ids]
+    pieces = tokenizer.convert_ids_to_tokens(input_ids.ravel().tolist())
     wordpieces = WordpieceBatch(
-        strings=strings,
-        input_ids=input_ids.astype("int64"),
+        strings=[pieces[i * length : (i + 1) * length] for i in range(n)],
+        input_ids=input_ids,
         attention_mask=mask.astype("float32"),
-        lengths=[sum(1 for s in row if s != pad_token) for row in strings],
+        lengths=lengths,
         token_type_ids=np.zeros((n, length), dtype="int64"),
     )
     (hidden, _), backprop_encoder = encode_sequences(encoder, PieceSequences(ids=sequences), is_train)
@@ -232,13 +232,13 @@ def tok2vec_transformer(
 ) -> Model[List[Doc], List[Any]]:
     """spacy-transformers' `Tok2VecTransformer.v3` on `TransformerModel.v1`: what a
     `TransformerListener` becomes when `replace_listeners` gives a component its own copy."""
-    from spacy_transformers.layers import split_trf_batch, trfs2arrays
+    from spacy_transformers.layers import trfs2arrays
     from thinc.api import chain
 
     trf = transformer_model(
         name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config, alignment
     )
-    return chain(chain(trf, split_trf_batch()), trfs2arrays(pooling, grad_factor))
+    return chain(_replace_listener(trf), trfs2arrays(pooling, grad_factor))
 
 
 __all__ = ["encoder_of", "tok2vec_transformer", "transformer_model"]

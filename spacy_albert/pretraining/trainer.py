@@ -433,21 +433,13 @@ class Pretrainer:
         """This rank's share of the step's global batch, in `grad_accum` micro-batches."""
         return [{k: v.to(self.device) for k, v in batch.items()} for batch in self._host_micro_batches(step)]
 
-    def _parts(self, step: int) -> tuple[int, List[np.ndarray]]:
-        """(epoch, this rank's instance indices of each micro-batch of step `step`)."""
+    def _host_micro_batches(self, step: int) -> List[Dict[str, torch.Tensor]]:
+        """`micro_batches(step)` on the host (CPU tensors)."""
         epoch, indices = self.global_batch(step)
         share = np.array_split(indices, self.world)[self.rank]
-        return epoch, np.array_split(share, self.settings.grad_accum)
-
-    def _host_micro_batches(self, step: int) -> List[Dict[str, torch.Tensor]]:
-        epoch, parts = self._parts(step)
         pad = self.tokenizer.pad_token_id
+        parts = np.array_split(share, self.settings.grad_accum)
         return [collate_instances(self.train_instances, part.tolist(), epoch, self.masker, pad) for part in parts]
-
-    def _pieces(self, step: int) -> List[int]:
-        """The real (unpadded) pieces of each micro-batch of step `step`, counted on the host."""
-        _, parts = self._parts(step)
-        return [sum(len(self.train_instances[i].input_ids) for i in part) for part in parts]
 
     def _global_sum(self, *values: float) -> List[float]:
         if self.world == 1:
@@ -466,7 +458,7 @@ class Pretrainer:
         host_batches = self._host_micro_batches(self.step)
         # Every rank normalises by the global counts, so the summed gradient is the global mean.
         local_masked = sum(len(b["masked_rows"]) for b in host_batches)
-        local_pieces = sum(self._pieces(self.step))
+        local_pieces = sum(int(b["attention_mask"].numpy().sum()) for b in host_batches)  # on the host: no device read
         n_masked, n_pieces = self._global_sum(local_masked, local_pieces)
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # mlm, sop
         for host in host_batches:

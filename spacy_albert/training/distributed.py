@@ -436,9 +436,8 @@ def train(
             msg.divider("Training pipeline")
             if ctx.rank:  # no logger output (files, trackers) from the other ranks
                 nlp.config["training"]["logger"] = {"@loggers": "spacy.ConsoleLogger.v1", "progress_bar": False}
-            stdout = sys.stdout if ctx.rank == 0 else io.StringIO()
-            with _hooks(ctx, nlp):
-                train_nlp(nlp, output, use_gpu=device_id, stdout=stdout, stderr=sys.stderr)
+            with _hooks(ctx, nlp):  # stdout: the real one on rank 0, the `quiet` buffer elsewhere
+                train_nlp(nlp, output, use_gpu=device_id, stdout=sys.stdout, stderr=sys.stderr)
         dist.barrier()
     finally:
         if dist.is_initialized():
